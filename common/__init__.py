@@ -1,0 +1,1 @@
+"""PowerNet: common package."""

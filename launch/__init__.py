@@ -1,0 +1,1 @@
+"""PowerNet: launch package."""

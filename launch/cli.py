@@ -1,0 +1,30 @@
+"""The `powernet` command line: one click group, each command a thin wrapper over a library call."""
+
+from __future__ import annotations
+
+import click
+
+from launch.errors import exit_on_user_error
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """PowerNet: multi-agent RL for secondary voltage control of isolated microgrids."""
+
+
+@main.group()
+def bench() -> None:
+    """Speed benchmarks; each prints a table and writes JSON."""
+
+
+def _register() -> None:
+    """Attach the commands that live in their own modules (keeps this file a table of contents)."""
+    from launch import sim_cmd
+
+    main.add_command(sim_cmd.sim)
+    bench.add_command(sim_cmd.bench_sim)
+
+
+_register()
+
+__all__ = ["main", "exit_on_user_error"]

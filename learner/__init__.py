@@ -1,0 +1,1 @@
+"""PowerNet: learner package."""

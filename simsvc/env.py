@@ -1,0 +1,303 @@
+"""PGSim as a multi-agent environment: one agent per DG, secondary voltage set-points as actions (pgsim.md §7).
+
+`VecMicrogridEnv` steps E copies of a system in one call (one Numba call per control step for all of
+them) and resets each copy automatically when its episode ends; `MicrogridEnv` is the single-copy view.
+Observations are per-unit-free normalised measurements, rewards the raw per-agent rewards of the spec:
+spatial mixing and reward scaling belong to the learner.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from common.errors import InputError
+from simsvc.metrics import outside_band
+from simsvc.simulator import GridBatch, Measurements
+from simsvc.systems import System, load_system
+
+DISTURBANCES = ("none", "episode", "walk")
+ACTION_MODES = ("discrete", "continuous")
+OBS_DIM = 9
+OBS_NAMES = ("delta_rad", "p_w", "q_var", "i_od_a", "i_oq_a", "i_oD_a", "i_oQ_a", "v_bD_v", "v_bQ_v")
+LOAD_FACTOR_RANGE = (0.8, 1.2)
+LOAD_WALK_STEP = 0.05
+LOAD_FACTOR_CLIP = (0.5, 1.5)
+DIVERGED_REWARD = -10.0
+
+
+def voltage_reward(v_pu: np.ndarray) -> np.ndarray:
+    """Per-agent reward of one control step (pgsim §7): 0.05 − |1 − v| in band, −10 far out, −|1 − v| else."""
+    dev = np.abs(1.0 - v_pu)
+    reward = -dev
+    reward = np.where((v_pu >= 0.95) & (v_pu <= 1.05), 0.05 - dev, reward)
+    return np.where((v_pu <= 0.8) | (v_pu >= 1.25), -10.0, reward)
+
+
+def hop_distances(adjacency: np.ndarray) -> np.ndarray:
+    """All-pairs hop distance of an unweighted graph (breadth-first); −1 where unreachable."""
+    n = adjacency.shape[0]
+    dist = np.full((n, n), -1, dtype=np.int64)
+    for src in range(n):
+        dist[src, src] = 0
+        frontier = [src]
+        while frontier:
+            nxt = []
+            for u in frontier:
+                for v in np.flatnonzero(adjacency[u]):
+                    if dist[src, v] < 0:
+                        dist[src, v] = dist[src, u] + 1
+                        nxt.append(int(v))
+            frontier = nxt
+    return dist
+
+
+class VecMicrogridEnv:
+    """E microgrid environments of one system stepped together, with automatic reset."""
+
+    def __init__(self, system: str | System = "microgrid-6", num_envs: int = 1, *, disturbance: str = "walk",
+                 noise_std: float = 0.0, smoothing_beta: float = 0.0, action_mode: str = "discrete",
+                 dg_model: str | None = None, dt_s: float | None = None, episode_steps: int | None = None,
+                 control_dt_s: float | None = None, trace_dt_s: float | None = None, auto_reset: bool = True):
+        self.system = system if isinstance(system, System) else load_system(system)
+        s = self.system
+        if not s.has_episode:
+            raise InputError(f"system '{s.name}' has no [episode] section; run it with `powernet sim --duration`")
+        if disturbance not in DISTURBANCES:
+            raise InputError(f"disturbance must be one of {', '.join(DISTURBANCES)}, got {disturbance!r}")
+        if action_mode not in ACTION_MODES:
+            raise InputError(f"action_mode must be one of {', '.join(ACTION_MODES)}, got {action_mode!r}")
+        if not 0.0 <= smoothing_beta < 1.0:
+            raise InputError(f"smoothing_beta must be in [0, 1), got {smoothing_beta}")
+        if noise_std < 0.0:
+            raise InputError(f"noise_std must be >= 0, got {noise_std}")
+        self.grid = GridBatch(s, num_envs, dg_model=dg_model, dt_s=dt_s)
+        self.n_envs = num_envs
+        self.n_agents = s.n_dg
+        self.obs_dim = OBS_DIM
+        self.n_actions = s.n_actions
+        self.episode_steps = int(episode_steps or s.episode_steps)
+        self.control_dt_s = float(control_dt_s or s.control_dt_s)
+        self.disturbance = disturbance
+        self.noise_std = float(noise_std)
+        self.smoothing_beta = float(smoothing_beta)
+        self.action_mode = action_mode
+        self.auto_reset = auto_reset
+        self.adjacency = s.agent_adjacency.copy()
+        self.neighbors = [np.flatnonzero(row).astype(np.int64) for row in self.adjacency]
+        self.hop_distance = hop_distances(self.adjacency)
+        self._warmup_steps = self.grid.steps_for(s.warmup_s) if s.warmup_s else 0
+        self._control_steps = self.grid.steps_for(self.control_dt_s)
+        self._trace_every = None if trace_dt_s is None else self._trace_stride(trace_dt_s)
+
+        self._base_seed = 0
+        self._episode_index = np.zeros(num_envs, dtype=np.int64)
+        self._rngs: list[np.random.Generator] = [np.random.default_rng(0) for _ in range(num_envs)]
+        self._t = np.zeros(num_envs, dtype=np.int64)
+        self._return = np.zeros(num_envs)
+        self._finished = np.zeros(num_envs, dtype=np.bool_)
+        self._traces: list[list[tuple]] = [[] for _ in range(num_envs)]
+        self.episode_seed = np.zeros(num_envs, dtype=np.int64)
+        self._needs_reset = True
+
+    # -- episodes -------------------------------------------------------------------------------------
+    def reset(self, seed: int = 0) -> np.ndarray:
+        """Start every environment; env e runs episodes with seeds seed+e, seed+e+E, seed+e+2E, ..."""
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        self._base_seed = int(seed)
+        self._episode_index[:] = 0
+        self._start_episodes(np.arange(self.n_envs))
+        self._needs_reset = False
+        return self._observe(self.grid.measure())
+
+    def _start_episodes(self, envs: np.ndarray) -> None:
+        """Draw loads, start from rest, and run the warm-up with V_n = V_nom for the given envs."""
+        s = self.system
+        for e in envs:
+            seed = self._base_seed + int(e) + self.n_envs * int(self._episode_index[e])
+            self.episode_seed[e] = seed
+            self._rngs[e] = np.random.default_rng(seed)
+        factors = np.ones((len(envs), s.n_load))
+        if self.disturbance != "none":
+            for k, e in enumerate(envs):
+                factors[k] = self._rngs[e].uniform(*LOAD_FACTOR_RANGE, size=s.n_load)
+        self.grid.set_load_factors(factors, envs)
+        self.grid.reset_state(envs)
+        self._t[envs] = 0
+        self._return[envs] = 0.0
+        self._finished[envs] = False
+        for e in envs:
+            self._traces[e] = []
+        self._run(self._warmup_steps, envs)
+
+    def _run(self, n_steps: int, envs: np.ndarray) -> None:
+        """Integrate n_steps for the given envs (others stay put), recording traces when asked."""
+        if n_steps == 0:
+            return
+        envs = None if len(envs) == self.n_envs else envs
+        if self._trace_every is None:
+            self.grid.advance(n_steps, envs)
+            return
+        rows = np.arange(self.n_envs) if envs is None else envs
+        fresh = rows[self.grid.t_s[rows] == 0.0]
+        if fresh.size:
+            self._record(fresh)
+        for n in self._chunks(n_steps):
+            self.grid.advance(n, envs)
+            self._record(rows)
+
+    # -- acting ---------------------------------------------------------------------------------------
+    def actions_to_setpoints(self, actions: Any) -> np.ndarray:
+        """Validate agent actions [E, N] and map them to commanded set-points (V)."""
+        s = self.system
+        a = np.asarray(actions)
+        if a.shape != (self.n_envs, self.n_agents):
+            raise ValueError(f"actions must have shape ({self.n_envs}, {self.n_agents}), got {a.shape}")
+        if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+            raise ValueError(f"actions must be numbers, got dtype {a.dtype}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError("actions contain NaN or inf")
+        if self.action_mode == "discrete":
+            if np.any(a != np.round(a)) or np.any(a < 0) or np.any(a >= self.n_actions):
+                raise ValueError(f"discrete actions must be integers in 0..{self.n_actions - 1}, got {a.tolist()}")
+            step_v = (s.setpoint_max_v - s.setpoint_min_v) / self.n_actions
+            return s.setpoint_min_v + step_v * a.astype(np.float64)
+        if np.any(a < -1.0) or np.any(a > 1.0):
+            raise ValueError(f"continuous actions must lie in [-1, 1], got {a.tolist()}")
+        return s.setpoint_min_v + (a.astype(np.float64) + 1.0) * 0.5 * (s.setpoint_max_v - s.setpoint_min_v)
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Apply agent actions (smoothed by β) for one control step; see the module docstring."""
+        vn_cmd = self.actions_to_setpoints(actions)
+        beta = self.smoothing_beta
+        vn = beta * self.grid.vn_v + (1.0 - beta) * vn_cmd if beta > 0.0 else vn_cmd
+        return self.step_setpoints(vn)
+
+    def step_setpoints(self, vn_v: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Hold the given set-points (V, [E, N]) for one control step: the entry point of controllers."""
+        if self._needs_reset or self._finished.any():
+            raise RuntimeError("call reset(seed) before step(): an episode has ended and auto_reset is off")
+        vn_v = np.asarray(vn_v, dtype=np.float64)
+        if vn_v.shape != (self.n_envs, self.n_agents) or not np.all(np.isfinite(vn_v)) or np.any(vn_v <= 0):
+            raise ValueError(f"set-points must be finite positive volts of shape ({self.n_envs}, {self.n_agents})")
+        grid = self.grid
+        grid.vn_v[:] = vn_v
+        ok_before = grid.ok.copy()
+        self._run(self._control_steps, np.arange(self.n_envs))
+        diverged = ok_before & ~grid.ok
+        meas = self.grid.measure()
+        obs = self._observe(meas)
+        rewards = voltage_reward(meas.v_pu)
+        rewards[diverged] = DIVERGED_REWARD
+        rewards = np.where(np.isfinite(rewards), rewards, DIVERGED_REWARD)
+        self._t += 1
+        self._return += rewards.sum(axis=1)
+        done = (self._t >= self.episode_steps) | diverged
+        info: dict[str, Any] = {
+            "v_pu": meas.v_pu, "f_hz": meas.f_hz, "p_w": meas.p_w, "q_var": meas.q_var,
+            "vn_v": vn_v.copy(), "violations": outside_band(meas.v_pu).sum(axis=1).astype(np.int64),
+            "diverged": diverged, "episode_return": self._return.copy(), "episode_seed": self.episode_seed.copy(),
+            "step": self._t.copy(), "load_factor": grid.load_factor.copy(),
+        }
+        if self.disturbance == "walk":
+            self._walk_loads(np.flatnonzero(~done))
+        finished = np.flatnonzero(done)
+        if finished.size:
+            info["final_obs"] = obs.copy()
+            if not self.auto_reset:
+                self._finished[finished] = True
+                return obs, rewards.astype(np.float32), done, info
+            self._episode_index[finished] += 1
+            self._start_episodes(finished)
+            obs[finished] = self._observe(self.grid.measure())[finished]
+        return obs, rewards.astype(np.float32), done, info
+
+    def _walk_loads(self, envs: np.ndarray) -> None:
+        """Training disturbance: every load factor takes a U(−0.05, 0.05) step, kept within [0.5, 1.5]."""
+        if envs.size == 0:
+            return
+        factors = self.grid.load_factor[envs].copy()
+        for k, e in enumerate(envs):
+            factors[k] += self._rngs[e].uniform(-LOAD_WALK_STEP, LOAD_WALK_STEP, size=factors.shape[1])
+        self.grid.set_load_factors(np.clip(factors, *LOAD_FACTOR_CLIP), envs)
+
+    # -- observations ---------------------------------------------------------------------------------
+    def raw_observation(self, meas: Measurements) -> np.ndarray:
+        """The 9 measurements of every agent in SI units, [E, N, 9] (order: OBS_NAMES)."""
+        return np.concatenate([meas.delta_rad[..., None], meas.p_w[..., None], meas.q_var[..., None],
+                               meas.io_dq_a, meas.io_DQ_a, meas.vb_DQ_v], axis=-1)
+
+    def _observe(self, meas: Measurements) -> np.ndarray:
+        s = self.system
+        obs = (self.raw_observation(meas) - s.obs_mean) / s.obs_std
+        if self.noise_std > 0.0:
+            for e in range(self.n_envs):
+                noise = self._rngs[e].standard_normal(obs.shape[1:])
+                obs[e] += self.noise_std * np.abs(obs[e]) * noise
+        return np.nan_to_num(obs, nan=0.0, posinf=1e6, neginf=-1e6).astype(np.float32)
+
+    # -- traces ---------------------------------------------------------------------------------------
+    def _trace_stride(self, trace_dt_s: float) -> int:
+        """Integration steps between trace samples: at most trace_dt_s, dividing the control step."""
+        ctrl = self.grid.steps_for(self.control_dt_s)
+        want = max(1, int(trace_dt_s / self.grid.dt_s + 1e-9))
+        while ctrl % want:
+            want -= 1
+        return want
+
+    def _chunks(self, n_steps: int) -> list[int]:
+        stride = self._trace_every or n_steps
+        return [stride] * (n_steps // stride) + ([n_steps % stride] if n_steps % stride else [])
+
+    def _record(self, envs: np.ndarray) -> None:
+        meas = self.grid.measure()
+        for e in envs:
+            self._traces[e].append((self.grid.t_s[e], meas.v_pu[e].copy(), meas.p_w[e].copy(),
+                                    meas.q_var[e].copy(), meas.f_hz[e].copy(), self.grid.vn_v[e].copy()))
+
+    def trace(self, env: int = 0) -> dict[str, np.ndarray]:
+        """The current episode's trace of env `env` (warm-up included): t (s, from 0), v_pu, p_w, q_var,
+        f_hz, vn_v, each [time, DG]. Needs `trace_dt_s` at construction."""
+        if self._trace_every is None:
+            raise RuntimeError("construct the environment with trace_dt_s to record traces")
+        rows = self._traces[env]
+        names = ("t", "v_pu", "p_w", "q_var", "f_hz", "vn_v")
+        return {name: np.array([r[k] for r in rows]) for k, name in enumerate(names)}
+
+
+class MicrogridEnv:
+    """One microgrid environment: reset(seed) -> obs [N, 9]; step(actions [N]) -> obs, rewards, done, info."""
+
+    def __init__(self, system: str | System = "microgrid-6", **kwargs: Any):
+        self.vec = VecMicrogridEnv(system, 1, auto_reset=False, **kwargs)
+        self.system = self.vec.system
+        self.n_agents = self.vec.n_agents
+        self.obs_dim = self.vec.obs_dim
+        self.n_actions = self.vec.n_actions
+        self.episode_steps = self.vec.episode_steps
+        self.adjacency = self.vec.adjacency
+        self.neighbors = self.vec.neighbors
+        self.hop_distance = self.vec.hop_distance
+
+    def reset(self, seed: int = 0) -> np.ndarray:
+        return self.vec.reset(seed)[0]
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, bool, dict[str, Any]]:
+        a = np.asarray(actions)
+        if a.shape != (self.n_agents,):
+            raise ValueError(f"actions must have shape ({self.n_agents},), got {a.shape}")
+        return self._one(self.vec.step(a[None]))
+
+    def step_setpoints(self, vn_v: Any) -> tuple[np.ndarray, np.ndarray, bool, dict[str, Any]]:
+        return self._one(self.vec.step_setpoints(np.asarray(vn_v, dtype=np.float64)[None]))
+
+    @staticmethod
+    def _one(out: tuple) -> tuple[np.ndarray, np.ndarray, bool, dict[str, Any]]:
+        obs, rewards, done, info = out
+        return obs[0], rewards[0], bool(done[0]), {k: (v[0] if isinstance(v, np.ndarray) else v)
+                                                   for k, v in info.items()}
+
+    def trace(self) -> dict[str, np.ndarray]:
+        return self.vec.trace(0)

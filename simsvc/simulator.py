@@ -1,0 +1,183 @@
+"""A batch of E copies of one microgrid moving through time: state, loads, set-points, measurements.
+
+This is the physics side of PGSim with no notion of episodes or rewards (that is `simsvc.env`). It owns the
+arrays the Numba kernels of `simsvc.model` work on and turns states into measurements in SI units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.errors import InputError
+from simsvc import model
+from simsvc.systems import DG_COL, System
+
+
+@dataclass
+class Measurements:
+    """What the DGs measure, per environment and DG ([E, n_dg] arrays, SI units unless named _pu)."""
+
+    v_pu: np.ndarray       # output voltage magnitude / V_nom
+    f_hz: np.ndarray       # droop frequency ω_i / 2π
+    p_w: np.ndarray        # filtered active power
+    q_var: np.ndarray      # filtered reactive power
+    delta_rad: np.ndarray  # angle of the DG frame against the common frame
+    io_dq_a: np.ndarray    # output current in the DG's own frame [E, n_dg, 2]
+    io_DQ_a: np.ndarray    # output current in the common frame [E, n_dg, 2]
+    vb_DQ_v: np.ndarray    # voltage of the DG's bus in the common frame [E, n_dg, 2]
+
+
+def secondary_frequency_matrices(system: System) -> tuple[np.ndarray, np.ndarray]:
+    """(K, a·G) of the secondary frequency law dw/dt = −K(w − ω_nom) + a·G·(m_P∘P), K = a·(Lap + G) (pgsim §4).
+
+    Lap is the Laplacian of the weighted agent graph (edge_weight × adjacency); G pins DG 1. Zero matrices
+    when the system has no secondary frequency control.
+    """
+    n = system.n_dg
+    if not system.sec_f_enabled:
+        return np.zeros((n, n)), np.zeros((n, n))
+    adjacency = system.agent_adjacency.astype(np.float64) * system.sec_f_edge_weight
+    laplacian = np.diag(adjacency.sum(axis=1)) - adjacency
+    pin = np.zeros((n, n))
+    pin[0, 0] = 1.0
+    return system.sec_f_gain * (laplacian + pin), system.sec_f_gain * pin
+
+
+def secondary_frequency_flow(system: System, h_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """(e^{−K·h}, K⁻¹·a·G): the exact flow of the set-points w over h seconds with powers held."""
+    k, a_pin = secondary_frequency_matrices(system)
+    n = system.n_dg
+    if not system.sec_f_enabled:
+        return np.eye(n), np.zeros((n, n))
+    eigval, eigvec = np.linalg.eigh(k)  # K is symmetric positive definite on a connected, pinned graph
+    decay = (eigvec * np.exp(-eigval * h_s)) @ eigvec.T
+    return np.ascontiguousarray(decay), np.ascontiguousarray(np.linalg.solve(k, a_pin))
+
+
+class GridBatch:
+    """E environments of one system; all share parameters and differ in loads, set-points and state."""
+
+    def __init__(self, system: System, n_envs: int, dg_model: str | None = None, dt_s: float | None = None):
+        if n_envs < 1:
+            raise InputError(f"n_envs must be >= 1, got {n_envs}")
+        self.system = system
+        self.n_envs = n_envs
+        self.dg_model = dg_model or system.dg_model
+        if self.dg_model not in ("reduced", "full"):
+            raise InputError(f"dg_model must be 'reduced' or 'full', got {self.dg_model!r}")
+        self.model = model.FULL if self.dg_model == "full" else model.REDUCED
+        self.ns = model.dg_state_size(self.model)
+        self.dt_s = float(dt_s or system.dt_s(self.dg_model))
+        self.nx = model.state_size(self.model, system.n_dg, system.n_line, system.n_load)
+        self.o_line = system.n_dg * self.ns
+        self.o_load = self.o_line + 2 * system.n_line
+        self.o_w = self.o_load + 2 * system.n_load
+
+        self.w_decay, self.w_gain = secondary_frequency_flow(system, 0.5 * self.dt_s)
+
+        self.x = np.zeros((n_envs, self.nx))
+        self.t_s = np.zeros(n_envs)
+        self.vn_v = np.full((n_envs, system.n_dg), system.v_nom_v)
+        self.load_factor = np.ones((n_envs, system.n_load))
+        self.ok = np.ones(n_envs, dtype=np.bool_)
+        self._load_r = np.empty((n_envs, system.n_load))
+        self._load_l = np.empty((n_envs, system.n_load))
+        self._minv = np.empty((n_envs, system.n_bus, system.n_bus))
+        self._vb = np.zeros((n_envs, system.n_bus, 2))
+        self.set_load_factors(self.load_factor)
+        self.reset_state()
+
+    # -- set-up ---------------------------------------------------------------------------------------
+    def reset_state(self, envs: np.ndarray | None = None) -> None:
+        """Start the chosen environments from rest (all zero but the frequency set-points), at t = 0."""
+        rows = slice(None) if envs is None else envs
+        self.x[rows] = 0.0
+        self.x[rows, self.o_w:] = self.system.omega_nom
+        self.ok[rows] = True
+        self.vn_v[rows] = self.system.v_nom_v
+        self.t_s[rows] = 0.0
+
+    def set_load_factors(self, factors: np.ndarray, envs: np.ndarray | None = None) -> None:
+        """Scale each load's R and L by its factor ([E, n_load], or rows `envs`) and refresh M⁻¹."""
+        rows = slice(None) if envs is None else envs
+        sysm = self.system
+        self.load_factor[rows] = factors
+        self._load_r[rows] = sysm.load_r_ohm * self.load_factor[rows]
+        self._load_l[rows] = sysm.load_l_h * self.load_factor[rows]
+        m = model.kcl_matrix(sysm.n_bus, sysm.dg_bus, sysm.dg_params[:, DG_COL["l_c"]], sysm.line_from,
+                             sysm.line_to, sysm.line_l_h, sysm.load_bus, self._load_l[rows])
+        self._minv[rows] = np.linalg.inv(m)
+
+    # -- time -----------------------------------------------------------------------------------------
+    def advance(self, n_steps: int, envs: np.ndarray | None = None) -> None:
+        """Integrate n_steps fixed steps of dt_s with the current set-points and loads.
+
+        Only the environments in `envs` (all by default) move; a diverged one (ok False) stays where it is.
+        """
+        s = self.system
+        ok = self.ok.copy()
+        if envs is not None:
+            ok[:] = False
+            ok[envs] = self.ok[envs]
+        model.advance(self.x, self.t_s, int(n_steps), self.dt_s, self.model, s.dg_params, s.dg_bus, self.vn_v,
+                      s.line_from, s.line_to, s.line_r_ohm, s.line_l_h, s.load_bus, self._load_r,
+                      self._load_l, self._minv, s.omega_nom, self.w_decay, self.w_gain, s.sec_f_t_on_s, ok)
+        moved = slice(None) if envs is None else envs
+        self.ok[moved] = ok[moved]
+        self.t_s[moved] += n_steps * self.dt_s
+
+    def steps_for(self, duration_s: float) -> int:
+        """Number of integration steps in a duration (s); it must be a whole number of steps."""
+        n = round(duration_s / self.dt_s)
+        if n < 1 or abs(n * self.dt_s - duration_s) > 1e-9 * max(1.0, duration_s):
+            raise InputError(f"duration {duration_s} s is not a whole number of integration steps of {self.dt_s} s")
+        return int(n)
+
+    # -- measurements ---------------------------------------------------------------------------------
+    def measure(self) -> Measurements:
+        """Measurements of every DG at the current state."""
+        s = self.system
+        ns = self.ns
+        dg = self.x[:, : self.o_line].reshape(self.n_envs, s.n_dg, ns)
+        delta, p, q = dg[..., 0], dg[..., 1], dg[..., 2]
+        io_DQ = dg[..., ns - 2:ns].copy()
+        c, sn = np.cos(delta), np.sin(delta)
+        io_dq = np.stack([c * io_DQ[..., 0] + sn * io_DQ[..., 1], -sn * io_DQ[..., 0] + c * io_DQ[..., 1]], axis=-1)
+        if self.model == model.FULL:
+            v_pu = np.hypot(dg[..., 9], dg[..., 10]) / s.v_nom_v
+        else:
+            v_pu = (self.vn_v - s.dg_params[:, DG_COL["n_q"]] * q) / s.v_nom_v
+        omega = self.x[:, self.o_w:] - s.dg_params[:, DG_COL["m_p"]] * p
+        model.bus_voltages(self.x, self.model, s.dg_params, s.dg_bus, self.vn_v, s.line_from, s.line_to,
+                           s.line_r_ohm, s.line_l_h, s.load_bus, self._load_r, self._load_l, self._minv,
+                           s.omega_nom, self._vb)
+        return Measurements(v_pu=v_pu, f_hz=omega / (2.0 * np.pi), p_w=p.copy(), q_var=q.copy(),
+                            delta_rad=delta.copy(), io_dq_a=io_dq, io_DQ_a=io_DQ,
+                            vb_DQ_v=self._vb[:, s.dg_bus, :].copy())
+
+    def power_balance(self) -> tuple[np.ndarray, np.ndarray]:
+        """(total DG output power, power consumed in loads, lines and coupling inductors), W, per env.
+
+        DG output is measured at the DG terminal (before the coupling inductor), so the two agree at a
+        steady state; the difference is the energy still flowing into inductors during transients.
+        """
+        s = self.system
+        ns = self.ns
+        dg = self.x[:, : self.o_line].reshape(self.n_envs, s.n_dg, ns)
+        m = self.measure()
+        if self.model == model.FULL:
+            c, sn = np.cos(dg[..., 0]), np.sin(dg[..., 0])
+            vo_D = c * dg[..., 9] - sn * dg[..., 10]
+            vo_Q = sn * dg[..., 9] + c * dg[..., 10]
+        else:
+            vd = self.vn_v - s.dg_params[:, DG_COL["n_q"]] * dg[..., 2]
+            vo_D, vo_Q = np.cos(dg[..., 0]) * vd, np.sin(dg[..., 0]) * vd
+        p_dg = (vo_D * m.io_DQ_a[..., 0] + vo_Q * m.io_DQ_a[..., 1]).sum(axis=1)
+        lines = self.x[:, self.o_line:self.o_load].reshape(self.n_envs, s.n_line, 2)
+        loads = self.x[:, self.o_load:self.o_w].reshape(self.n_envs, s.n_load, 2)
+        i2 = lambda a: (a**2).sum(axis=-1)  # noqa: E731
+        p_used = (i2(m.io_DQ_a) * s.dg_params[:, DG_COL["r_c"]]).sum(axis=1)
+        p_used = p_used + (i2(lines) * s.line_r_ohm).sum(axis=1) + (i2(loads) * self._load_r).sum(axis=1)
+        return p_dg, p_used
