@@ -22,7 +22,6 @@ def _register() -> None:
     from launch import sim_cmd
 
     main.add_command(sim_cmd.sim)
-    bench.add_command(sim_cmd.bench_sim)
 
 
 _register()

@@ -224,6 +224,10 @@ class VecMicrogridEnv:
         self.grid.set_load_factors(np.clip(factors, *LOAD_FACTOR_CLIP), envs)
 
     # -- observations ---------------------------------------------------------------------------------
+    def measure(self) -> Measurements:
+        """What the DGs measure now (SI and p.u.), e.g. for a conventional controller's next decision."""
+        return self.grid.measure()
+
     def raw_observation(self, meas: Measurements) -> np.ndarray:
         """The 9 measurements of every agent in SI units, [E, N, 9] (order: OBS_NAMES)."""
         return np.concatenate([meas.delta_rad[..., None], meas.p_w[..., None], meas.q_var[..., None],
@@ -298,6 +302,9 @@ class MicrogridEnv:
         obs, rewards, done, info = out
         return obs[0], rewards[0], bool(done[0]), {k: (v[0] if isinstance(v, np.ndarray) else v)
                                                    for k, v in info.items()}
+
+    def measure(self) -> Measurements:
+        return self.vec.measure()
 
     def trace(self) -> dict[str, np.ndarray]:
         return self.vec.trace(0)

@@ -8,12 +8,12 @@ the file and the bad entry, e.g. `microgrid-6.toml: line[3].to_bus: unknown bus 
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tomllib
 
 from common.errors import InputError
 
@@ -108,7 +108,8 @@ def resolve_system_path(name_or_path: str | Path) -> Path:
         return path
     path = SYSTEMS_DIR / f"{text}.toml"
     if not path.is_file():
-        raise InputError(f"unknown system '{text}'; choose one of {', '.join(available_systems())} or give a .toml path")
+        choices = ", ".join(available_systems())
+        raise InputError(f"unknown system '{text}'; choose one of {choices} or give a .toml path")
     return path
 
 
@@ -220,8 +221,7 @@ def load_system(name_or_path: str | Path) -> System:
     def bus_of(row: dict, key: str, where: str) -> int:
         bname = rd.string(row, key, where)
         if bname not in bus_index:
-            return_error = rd.fail(f"{where}.{key}", f"unknown bus '{bname}'")
-            raise return_error
+            raise rd.fail(f"{where}.{key}", f"unknown bus '{bname}'")
         return bus_index[bname]
 
     defaults = rd.table(doc, "dg_defaults")
