@@ -25,6 +25,7 @@ LOAD_FACTOR_RANGE = (0.8, 1.2)
 LOAD_WALK_STEP = 0.05
 LOAD_FACTOR_CLIP = (0.5, 1.5)
 DIVERGED_REWARD = -10.0
+NOISE_STREAM = 1  # spawn key of the measurement-noise generator, apart from the load generator of a seed
 
 
 def voltage_reward(v_pu: np.ndarray) -> np.ndarray:
@@ -94,6 +95,9 @@ class VecMicrogridEnv:
         self._base_seed = 0
         self._episode_index = np.zeros(num_envs, dtype=np.int64)
         self._rngs: list[np.random.Generator] = [np.random.default_rng(0) for _ in range(num_envs)]
+        # Measurement noise has its own stream per episode so that turning it on leaves the physics
+        # (load draws and the load walk) of a seed unchanged.
+        self._noise_rngs: list[np.random.Generator] = [np.random.default_rng(0) for _ in range(num_envs)]
         self._t = np.zeros(num_envs, dtype=np.int64)
         self._return = np.zeros(num_envs)
         self._finished = np.zeros(num_envs, dtype=np.bool_)
@@ -119,6 +123,7 @@ class VecMicrogridEnv:
             seed = self._base_seed + int(e) + self.n_envs * int(self._episode_index[e])
             self.episode_seed[e] = seed
             self._rngs[e] = np.random.default_rng(seed)
+            self._noise_rngs[e] = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(NOISE_STREAM,)))
         factors = np.ones((len(envs), s.n_load))
         if self.disturbance != "none":
             for k, e in enumerate(envs):
@@ -211,7 +216,7 @@ class VecMicrogridEnv:
                 return obs, rewards.astype(np.float32), done, info
             self._episode_index[finished] += 1
             self._start_episodes(finished)
-            obs[finished] = self._observe(self.grid.measure())[finished]
+            obs[finished] = self._observe(self.grid.measure(), finished)[finished]
         return obs, rewards.astype(np.float32), done, info
 
     def _walk_loads(self, envs: np.ndarray) -> None:
@@ -233,14 +238,16 @@ class VecMicrogridEnv:
         return np.concatenate([meas.delta_rad[..., None], meas.p_w[..., None], meas.q_var[..., None],
                                meas.io_dq_a, meas.io_DQ_a, meas.vb_DQ_v], axis=-1)
 
-    def _observe(self, meas: Measurements) -> np.ndarray:
+    def _observe(self, meas: Measurements, envs: np.ndarray | None = None) -> np.ndarray:
+        """Normalised (noisy) observations [E, N, 9]; noise is drawn only for `envs` (all by default), so
+        an env that restarts alone does not advance the noise stream of the others."""
         s = self.system
         obs = (self.raw_observation(meas) - s.obs_mean) / s.obs_std
         if self.noise_std > 0.0:
-            for e in range(self.n_envs):
-                noise = self._rngs[e].standard_normal(obs.shape[1:])
+            for e in (range(self.n_envs) if envs is None else envs):
+                noise = self._noise_rngs[e].standard_normal(obs.shape[1:])
                 obs[e] += self.noise_std * np.abs(obs[e]) * noise
-        return np.nan_to_num(obs, nan=0.0, posinf=1e6, neginf=-1e6).astype(np.float32)
+        return np.clip(np.nan_to_num(obs, nan=0.0), -1e6, 1e6).astype(np.float32)
 
     # -- traces ---------------------------------------------------------------------------------------
     def _trace_stride(self, trace_dt_s: float) -> int:

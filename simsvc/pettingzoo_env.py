@@ -20,6 +20,7 @@ import numpy as np
 from pettingzoo import ParallelEnv
 
 from simsvc.env import OBS_DIM, MicrogridEnv
+from simsvc.systems import System
 
 AgentID = str
 INFO_KEYS = ("v_pu", "f_hz", "p_w", "q_var")
@@ -30,7 +31,7 @@ class MicrogridParallelEnv(ParallelEnv[AgentID, np.ndarray, Any]):
 
     metadata: dict[str, Any] = {"name": "powernet_microgrid_v0", "render_modes": [], "is_parallelizable": True}
 
-    def __init__(self, system: str = "microgrid-6", render_mode: str | None = None, **env_kwargs: Any):
+    def __init__(self, system: str | System = "microgrid-6", render_mode: str | None = None, **env_kwargs: Any):
         if render_mode is not None:
             raise ValueError(f"MicrogridParallelEnv renders nothing; render_mode must be None, got {render_mode!r}")
         self.render_mode = render_mode
@@ -141,6 +142,6 @@ class MicrogridParallelEnv(ParallelEnv[AgentID, np.ndarray, Any]):
         """No resources to release."""
 
 
-def parallel_env(system: str = "microgrid-6", **env_kwargs: Any) -> MicrogridParallelEnv:
+def parallel_env(system: str | System = "microgrid-6", **env_kwargs: Any) -> MicrogridParallelEnv:
     """PettingZoo-style factory: `parallel_env("microgrid-20", disturbance="episode")`."""
     return MicrogridParallelEnv(system, **env_kwargs)
