@@ -1,0 +1,237 @@
+"""Every configuration key of PowerNet, with its type, default and help text, in one place.
+
+A run is described by a TOML file (stdlib `tomllib`) with the sections `env`, `model`, `train` and `dist`,
+then `--set section.key=value` overrides. Everything goes through the same validation, so a misspelt key or a
+value of the wrong type stops the run with an `InputError` that names the key, before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from common.errors import InputError
+
+ALGORITHMS = ("powernet", "neurcomm", "commnet", "dial", "consenet", "fprint", "ia2c")
+SYSTEMS = ("microgrid-6", "microgrid-20", "toy-graph")
+OFF = "off"
+
+
+def _opt(default: Any, help: str, *, choices: tuple[Any, ...] | None = None, low: float | None = None,
+         high: float | None = None, off_ok: bool = False) -> Any:
+    """A schema field: default plus the facts validation needs (choices, bounds, whether "off" is allowed)."""
+    meta = {"help": help, "choices": choices, "low": low, "high": high, "off_ok": off_ok}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    system: str = _opt("microgrid-6", "agent graph and grid: microgrid-6, microgrid-20 or toy-graph (tests)",
+                       choices=SYSTEMS)
+    disturbance: str = _opt("walk", "load disturbance in training episodes: none, episode (factors drawn at "
+                            "reset) or walk (episode factors plus a random walk every control step)",
+                            choices=("none", "episode", "walk"))
+    noise_std: float = _opt(0.0, "Gaussian observation noise, as a fraction of the normalised value", low=0.0)
+    smoothing_beta: float = _opt(0.0, "action smoothing beta: applied Vn = beta*Vn_prev + (1-beta)*Vn_new",
+                                 low=0.0, high=0.999999)
+    episode_steps: int = _opt(20, "control steps per episode (T); must match the system", low=1)
+    control_dt_s: float = _opt(0.05, "control interval in seconds; must match the system", low=0.0)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    algorithm: str = _opt("powernet", "network and training recipe: " + ", ".join(ALGORITHMS),
+                          choices=ALGORITHMS)
+    hidden: int = _opt(64, "hidden width H of every layer and of the LSTM", low=1)
+    share_weights: bool = _opt(False, "one set of weights for all agents (an agent-id one-hot joins the input)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = _opt(1_000_000, "environment steps to train for (one env advancing one control step = 1)",
+                      low=1)
+    n_steps: int = _opt(20, "rollout window length n of the n-step returns (20 = one episode)", low=1)
+    gamma: float = _opt(0.99, "discount factor", low=0.0, high=1.0)
+    gae_lambda: Any = _opt(OFF, "GAE lambda in [0, 1], or \"off\" for plain n-step returns", low=0.0,
+                           high=1.0, off_ok=True)
+    lr: float = _opt(5e-4, "learning rate", low=0.0)
+    optimizer: str = _opt("rmsprop", "rmsprop or adam", choices=("rmsprop", "adam"))
+    rmsprop_alpha: float = _opt(0.99, "RMSprop smoothing constant", low=0.0, high=1.0)
+    optim_eps: float = _opt(1e-5, "epsilon of RMSprop / Adam", low=0.0)
+    lr_schedule: str = _opt("constant", "constant, or linear decay to 0 at train.steps",
+                            choices=("constant", "linear"))
+    max_grad_norm: float = _opt(40.0, "global gradient-norm clip over all agents (0 disables)", low=0.0)
+    value_coef: float = _opt(0.5, "value-loss coefficient c_v", low=0.0)
+    entropy_coef: float = _opt(0.01, "entropy-bonus coefficient c_e", low=0.0)
+    reward_norm: float = _opt(2.5, "rewards are divided by this before learning", low=1e-12)
+    reward_clip: Any = _opt(OFF, "clip learning rewards to [-c, c] after scaling, or \"off\"", low=0.0,
+                            off_ok=True)
+    spatial_discount: float = _opt(0.9, "alpha: agent i learns from sum_j alpha^d(i,j) r_j (0 own, 1 global)",
+                                   low=0.0, high=1.0)
+    loss: str = _opt("a2c", "a2c (one step per batch) or ppo (clipped surrogate, several epochs)",
+                     choices=("a2c", "ppo"))
+    ppo_clip: float = _opt(0.2, "PPO ratio clip epsilon", low=0.0)
+    ppo_epochs: int = _opt(4, "PPO epochs over each batch", low=1)
+    loss_reduction: str = _opt("sum", "combine per-agent losses by sum (as the original) or mean",
+                               choices=("sum", "mean"))
+    seed: int = _opt(0, "seed of torch, numpy and the training episodes", low=0)
+    num_envs: int = _opt(1, "environments stepped together by the local trainer (one batch per update)",
+                         low=1)
+    device: str = _opt("cpu", "device of the learner's update: cpu or cuda", choices=("cpu", "cuda"))
+    checkpoint_every: int = _opt(50_000, "environment steps between checkpoints (one is also written at the "
+                                 "end)", low=1)
+    log_every: int = _opt(10, "updates between progress lines in the log", low=1)
+
+
+@dataclass(frozen=True)
+class DistConfig:
+    actors: int = _opt(1, "actor processes", low=1)
+    envs_per_actor: int = _opt(1, "environments stepped together by each actor", low=1)
+    mode: str = _opt("sync", "sync (exact on-policy) or async (bounded policy lag, V-trace correction)",
+                     choices=("sync", "async"))
+    host: str = _opt("127.0.0.1", "interface the learner binds to")
+    rollout_port: int = _opt(5555, "learner's PULL port for rollouts", low=1, high=65535)
+    weights_port: int = _opt(5556, "learner's PUB port for weights", low=1, high=65535)
+    control_port: int = _opt(5557, "learner's ROUTER port for control messages", low=1, high=65535)
+    max_policy_lag: int = _opt(2, "async mode: oldest weight version (in updates) a rollout may come from",
+                               low=0)
+
+
+@dataclass(frozen=True)
+class Config:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dict, the shape of the TOML file."""
+        return {name: dataclasses.asdict(getattr(self, name)) for name in _SECTIONS}
+
+
+_SECTIONS: dict[str, type] = {"env": EnvConfig, "model": ModelConfig, "train": TrainConfig, "dist": DistConfig}
+
+
+def describe() -> list[tuple[str, Any, str]]:
+    """(key, default, help) for every key: what `--help` texts and docs are generated from."""
+    rows = []
+    for name, cls in _SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            rows.append((f"{name}.{f.name}", f.default, f.metadata["help"]))
+    return rows
+
+
+def _check_value(key: str, f: dataclasses.Field, value: Any) -> Any:
+    meta = f.metadata
+    kind = type(f.default)
+    if meta["off_ok"]:
+        if value == OFF:
+            return OFF
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InputError(f"config key {key}: expected a number or \"off\", got {value!r}")
+        value = float(value)
+    elif kind is bool:
+        if not isinstance(value, bool):
+            raise InputError(f"config key {key}: expected true or false, got {value!r}")
+    elif kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"config key {key}: expected an integer, got {value!r}")
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InputError(f"config key {key}: expected a number, got {value!r}")
+        value = float(value)
+    elif kind is str:
+        if not isinstance(value, str):
+            raise InputError(f"config key {key}: expected a string, got {value!r}")
+    if meta["choices"] is not None and value not in meta["choices"]:
+        raise InputError(f"config key {key}: {value!r} is not one of {', '.join(map(str, meta['choices']))}")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if meta["low"] is not None and value < meta["low"]:
+            raise InputError(f"config key {key}: {value!r} is below the minimum {meta['low']}")
+        if meta["high"] is not None and value > meta["high"]:
+            raise InputError(f"config key {key}: {value!r} is above the maximum {meta['high']}")
+    return value
+
+
+def from_dict(data: Mapping[str, Any]) -> Config:
+    """Validate a nested mapping (missing keys take defaults) and build the Config."""
+    sections = {}
+    for name, section in data.items():
+        if name not in _SECTIONS:
+            raise InputError(f"unknown config section {name!r} (known: {', '.join(_SECTIONS)})")
+        if not isinstance(section, Mapping):
+            raise InputError(f"config section {name!r} must be a table")
+        fields = {f.name: f for f in dataclasses.fields(_SECTIONS[name])}
+        values = {}
+        for key, value in section.items():
+            if key not in fields:
+                raise InputError(f"unknown config key {name}.{key}")
+            values[key] = _check_value(f"{name}.{key}", fields[key], value)
+        sections[name] = _SECTIONS[name](**values)
+    return Config(**sections)
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """Split `section.key=value`; the value is read as a TOML value, else taken as a bare string."""
+    if "=" not in text:
+        raise InputError(f"--set {text!r}: expected section.key=value")
+    path, raw = (s.strip() for s in text.split("=", 1))
+    if path.count(".") != 1:
+        raise InputError(f"--set {text!r}: the key must be section.key, e.g. train.lr")
+    section, key = path.split(".")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return section, key, value
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Read a TOML config (or start from defaults), apply `--set` overrides, validate everything."""
+    data: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"config file not found: {path}")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(f"config file {path}: not valid TOML ({exc})") from exc
+    data = {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+    for text in overrides:
+        section, key, value = parse_override(text)
+        if section not in _SECTIONS:
+            raise InputError(f"--set {text!r}: unknown config section {section!r}")
+        data.setdefault(section, {})[key] = value
+    return from_dict(data)
+
+
+def replace(cfg: Config, **sections: Mapping[str, Any]) -> Config:
+    """A copy of cfg with some keys changed, validated like a file: replace(cfg, train={"steps": 40})."""
+    data = cfg.to_dict()
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return from_dict(data)
+
+
+def dumps(cfg: Config, header: str = "") -> str:
+    """The resolved config as TOML text (loadable by `load_config`); `header` lines become comments."""
+    import tomli_w
+
+    comments = "".join(f"# {line}\n" for line in header.splitlines())
+    return comments + tomli_w.dumps(cfg.to_dict())
+
+
+def gae_lambda(cfg: TrainConfig) -> float | None:
+    """train.gae_lambda as a number, or None for plain n-step returns."""
+    return None if cfg.gae_lambda == OFF else float(cfg.gae_lambda)
+
+
+def reward_clip(cfg: TrainConfig) -> float | None:
+    """train.reward_clip as a number, or None when clipping is off."""
+    return None if cfg.reward_clip == OFF else float(cfg.reward_clip)
