@@ -1,0 +1,25 @@
+"""CommNet (Sukhbaatar et al. 2016) on the agent graph: the message is the mean of the neighbours' hidden
+states of the previous step."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from common.nets.base import AgentState, GraphActorCritic
+
+
+class CommNet(GraphActorCritic):
+    """LSTM input relu(W_x o'_i) + W_m mean_{j in N(i)} h_j (the message term is linear)."""
+
+    def build_inputs(self) -> int:
+        self.obs_fc = self.linear(self.in_dim * (1 + self.neighbours.width), self.hidden)
+        self.msg_fc = self.linear(self.hidden, self.hidden)
+        return self.hidden
+
+    def encode_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.obs_fc(self.with_neighbours(obs)))
+
+    def lstm_input(self, x: torch.Tensor, state: AgentState) -> torch.Tensor:
+        m = self.msg_fc(self.neighbours.mean(state.h)) * self.neighbours.has_neighbours
+        return x + m

@@ -1,0 +1,37 @@
+"""The one seeding block: torch, numpy and Python's `random` from one seed, and their states for
+checkpoints (a resumed run must continue with exactly the random numbers an uninterrupted run would use)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed the global generators; return a separate CPU generator for action sampling."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed + 1)
+
+
+def rng_state(sampler: torch.Generator) -> dict[str, Any]:
+    """Every random state a run depends on, as picklable values."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+             "sampler": sampler.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], sampler: torch.Generator) -> None:
+    """Restore what `rng_state` saved."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    sampler.set_state(state["sampler"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
