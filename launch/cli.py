@@ -22,6 +22,11 @@ def _register() -> None:
     from launch import sim_cmd
 
     main.add_command(sim_cmd.sim)
+    from launch import train_cmd
+
+    main.add_command(train_cmd.train)
+    main.add_command(train_cmd.evaluate)
+    bench.add_command(train_cmd.bench_learner)
 
 
 _register()

@@ -1,0 +1,85 @@
+"""Greedy evaluation of a trained run (`powernet evaluate`): the argmax policy on fixed seeds, loads fixed
+within each episode, LSTM state reset per episode. Writes run/eval/summary.json and one npz trace per
+episode (v_pu, rewards, actions, vn_v, f_hz: each [T, N])."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from actor.envs import make_vec_env
+from common.config import load_config
+from common.errors import InputError
+from common.nets import GraphActorCritic, build_model
+from learner.checkpoint import load_checkpoint
+from simsvc.metrics import episode_summary
+
+SEED_STRIDE = 25  # evaluation seeds S, S+25, S+50, ...: the protocol's 2000, 2025, ..., 2475 for S = 2000
+
+
+@torch.no_grad()
+def run_episode(env: Any, model: GraphActorCritic, seed: int, greedy: bool = True,
+                sampler: torch.Generator | None = None) -> dict[str, np.ndarray]:
+    """One episode of a 1-env VecEnv under the policy; returns its per-step traces, each [T, N]."""
+    obs = torch.from_numpy(np.asarray(env.reset(seed), dtype=np.float32))
+    state = model.initial_state(1, device="cpu")
+    starts = torch.ones(1, dtype=torch.bool)
+    trace: dict[str, list[np.ndarray]] = {k: [] for k in ("v_pu", "rewards", "actions", "vn_v", "f_hz")}
+    done = False
+    while not done:
+        logits, state = model.step(obs, state, starts)
+        if greedy:
+            actions = logits.argmax(dim=-1)
+        else:
+            probs = torch.softmax(logits, dim=-1).reshape(-1, logits.shape[-1])
+            actions = torch.multinomial(probs, 1, generator=sampler).reshape(logits.shape[:-1])
+        next_obs, rewards, dones, info = env.step(actions.numpy())
+        for key in ("v_pu", "vn_v", "f_hz"):
+            trace[key].append(np.asarray(info[key])[0])
+        trace["rewards"].append(np.asarray(rewards)[0])
+        trace["actions"].append(actions.numpy()[0])
+        done = bool(dones[0])
+        obs = torch.from_numpy(np.asarray(next_obs, dtype=np.float32))
+        starts = torch.zeros(1, dtype=torch.bool)
+    return {k: np.stack(v) for k, v in trace.items()}
+
+
+def evaluate_run(run_dir: str | Path, episodes: int = 20, seed: int = 2000, checkpoint: str = "latest"
+                 ) -> dict[str, Any]:
+    """Evaluate run_dir/checkpoints/<checkpoint>.pt greedily and write run_dir/eval/."""
+    run = Path(run_dir)
+    ckpt_path = run / "checkpoints" / f"{checkpoint}.pt"
+    if not ckpt_path.is_file():
+        raise InputError(f"no checkpoint at {ckpt_path}: train the run first or pass another --run")
+    if episodes < 1:
+        raise InputError("--episodes must be at least 1")
+    cfg = load_config(run / "config.toml")
+    env = make_vec_env(cfg.env, 1, disturbance="episode")
+    torch.manual_seed(0)
+    model = build_model(cfg.model, env.adjacency, env.obs_dim, env.n_actions)
+    model.load_state_dict(load_checkpoint(ckpt_path)["model"])
+    model.eval()
+    out = run / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for k in range(episodes):
+        ep_seed = seed + SEED_STRIDE * k
+        trace = run_episode(env, model, ep_seed)
+        np.savez_compressed(out / f"episode-{ep_seed}.npz", seed=ep_seed, **trace)
+        rows.append({"seed": ep_seed, **episode_summary(trace["v_pu"], trace["rewards"])})
+    returns = np.array([r["return"] for r in rows])
+    summary = {
+        "run": str(run), "checkpoint": checkpoint, "algorithm": cfg.model.algorithm, "system": cfg.env.system,
+        "episodes": episodes, "seeds": [r["seed"] for r in rows],
+        "mean_return": float(returns.mean()), "std_return": float(returns.std()),
+        "violation_rate": float(np.mean([r["violation_rate"] for r in rows])),
+        "mean_settling_step": float(np.mean([r["settling_step"] for r in rows])),
+        "max_dev_pu": float(np.max([r["max_dev_pu"] for r in rows])),
+        "per_episode": rows,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,84 @@
+"""`powernet train`, `powernet evaluate` and `powernet bench learner`: thin click wrappers over
+launch.local_trainer, launch.evaluate and launch.bench_learner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from common.config import load_config
+from common.errors import InputError
+from launch.errors import exit_on_user_error
+
+
+@click.command()
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+              help="TOML config, e.g. configs/powernet_mg6.toml (with --resume: the run's config.toml)")
+@click.option("--mode", type=click.Choice(["local"]), default="local", show_default=True,
+              help="local: one process steps the envs and updates (the reference trainer)")
+@click.option("--steps", type=int, help="environment steps in total (overrides train.steps)")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="run directory")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="override a config key")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), help="learner device (overrides train.device)")
+@click.option("--resume", is_flag=True, help="continue the run in --out from its latest checkpoint")
+@exit_on_user_error
+def train(config_path: str | None, mode: str, steps: int | None, out_dir: str, overrides: tuple[str, ...],
+          device: str | None, resume: bool) -> None:
+    """Train an algorithm on a system and write the run directory."""
+    from launch.local_trainer import train_local
+
+    if config_path is None:
+        if not resume:
+            raise InputError("missing -c/--config (e.g. -c configs/powernet_mg6.toml)")
+        config_path = str(Path(out_dir) / "config.toml")
+    extra = list(overrides)
+    if steps is not None:
+        extra.append(f"train.steps={steps}")
+    if device is not None:
+        extra.append(f'train.device="{device}"')
+    cfg = load_config(config_path, extra)
+    summary = train_local(cfg, out_dir, resume=resume, echo=True)
+    click.echo(json.dumps(summary))
+
+
+@click.command()
+@click.option("--run", "run_dir", type=click.Path(file_okay=False), required=True, help="run directory")
+@click.option("--episodes", type=int, default=20, show_default=True, help="evaluation episodes")
+@click.option("--seed", type=int, default=2000, show_default=True,
+              help="first seed; episode k uses seed + 25 k (the protocol's 2000, 2025, ..., 2475)")
+@click.option("--checkpoint", type=click.Choice(["latest", "best"]), default="latest", show_default=True)
+@exit_on_user_error
+def evaluate(run_dir: str, episodes: int, seed: int, checkpoint: str) -> None:
+    """Run the greedy policy on fixed seeds; write RUN/eval/summary.json and per-episode npz traces."""
+    from launch.evaluate import evaluate_run
+
+    summary = evaluate_run(run_dir, episodes=episodes, seed=seed, checkpoint=checkpoint)
+    keys = ("episodes", "mean_return", "std_return", "violation_rate", "mean_settling_step", "max_dev_pu")
+    click.echo(json.dumps({k: summary[k] for k in keys}))
+
+
+@click.command("learner")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default="runs/bench-learner.json",
+              show_default=True, help="JSON output")
+@click.option("--systems", default="microgrid-6,microgrid-20", show_default=True)
+@click.option("--algorithms", default="all", show_default=True, help="comma-separated, or all")
+@click.option("--envs", default="1,4,16", show_default=True, help="batch sizes (envs per update) to time")
+@click.option("--repeats", type=int, default=5, show_default=True, help="timed updates per measurement")
+@click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads")
+@exit_on_user_error
+def bench_learner(out_path: str, systems: str, algorithms: str, envs: str, repeats: int, threads: int) -> None:
+    """Updates/s and agent-steps/s learned per algorithm and system, against the per-agent-loop style."""
+    from launch.bench_learner import run_bench
+
+    try:
+        env_counts = [int(x) for x in envs.split(",")]
+    except ValueError as exc:
+        raise InputError(f"--envs: expected comma-separated integers, got {envs!r}") from exc
+    result = run_bench(systems.split(","), algorithms, env_counts, repeats, threads)
+    path = Path(out_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    click.echo(json.dumps(result["summary"], indent=2))
+    click.echo(f"wrote {path}")
