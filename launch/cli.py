@@ -19,11 +19,10 @@ def bench() -> None:
 
 def _register() -> None:
     """Attach the commands that live in their own modules (keeps this file a table of contents)."""
-    from launch import sim_cmd
+    from launch import bench_sim, sim_cmd, train_cmd
 
     main.add_command(sim_cmd.sim)
-    from launch import train_cmd
-
+    bench.add_command(bench_sim.bench_sim)
     main.add_command(train_cmd.train)
     main.add_command(train_cmd.evaluate)
     bench.add_command(train_cmd.bench_learner)
