@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.nets.layers import AgentLinear, AgentLSTMCell, NeighbourGather
+from common.nets.layers import AgentLinear, AgentLSTMCell, NeighbourGather, deferred_weight_grads
 
 
 class AgentState(NamedTuple):
@@ -115,9 +115,12 @@ class GraphActorCritic(nn.Module):
             return obs
         return torch.cat([obs, self.agent_id.expand(*obs.shape[:-2], -1, -1)], dim=-1)
 
-    def _recur(self, features: torch.Tensor, state: AgentState, starts: torch.Tensor
+    def _recur(self, features: torch.Tensor, state: AgentState, starts: torch.Tensor | None
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        state = self.reset_where(state, starts)
+        """One recurrent step; `starts=None` means no env starts an episode here, so the reset (a
+        multiplication by one) is skipped."""
+        if starts is not None:
+            state = self.reset_where(state, starts)
         return self.lstm(self.lstm_input(features, state), state.h, state.c)
 
     def step(self, obs: torch.Tensor, state: AgentState, starts: torch.Tensor
@@ -139,15 +142,17 @@ class GraphActorCritic(nn.Module):
         h [T, B, N, H] and the final state. Gradients flow through the messages between steps. Only the
         recurrent part runs step by step; the observation encoder and the heads run once on the window."""
         features = self.encode_obs(self._with_id(obs))
+        any_start = starts.any(dim=1).tolist()  # one host sync per window, not one per step
         hs = []
-        for t in range(obs.shape[0]):
-            h, c = self._recur(features[t], state, starts[t])
-            fp = state.fp
-            if self.uses_fingerprint:
-                with torch.no_grad():
-                    fp = F.softmax(self.actor(h), dim=-1)
-            state = AgentState(h, c, fp)
-            hs.append(h)
+        with deferred_weight_grads(self):
+            for t, features_t in enumerate(features.unbind(0)):
+                h, c = self._recur(features_t, state, starts[t] if any_start[t] else None)
+                fp = state.fp
+                if self.uses_fingerprint:
+                    with torch.no_grad():
+                        fp = F.softmax(self.actor(h), dim=-1)
+                state = AgentState(h, c, fp)
+                hs.append(h)
         h_all = torch.stack(hs)
         logits = self.actor(h_all)
         return logits, h_all, AgentState(state.h, state.c, F.softmax(logits[-1], dim=-1).detach())

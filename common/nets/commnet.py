@@ -21,5 +21,5 @@ class CommNet(GraphActorCritic):
         return F.relu(self.obs_fc(self.with_neighbours(obs)))
 
     def lstm_input(self, x: torch.Tensor, state: AgentState) -> torch.Tensor:
-        m = self.msg_fc(self.neighbours.mean(state.h)) * self.neighbours.has_neighbours
+        m = self.neighbours.zero_isolated(self.msg_fc(self.neighbours.mean(state.h)))
         return x + m

@@ -25,6 +25,6 @@ class DIAL(GraphActorCritic):
         return F.relu(self.obs_fc(self.with_neighbours(obs)))
 
     def lstm_input(self, x: torch.Tensor, state: AgentState) -> torch.Tensor:
-        m = F.relu(self.msg_fc(self.neighbours(state.h))) * self.neighbours.has_neighbours
+        m = self.neighbours.zero_isolated(F.relu(self.msg_fc(self.neighbours(state.h))))
         own_action = F.one_hot(state.fp.argmax(dim=-1), self.hidden).to(x.dtype)
         return x + m + own_action

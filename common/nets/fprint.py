@@ -23,5 +23,5 @@ class FPrint(GraphActorCritic):
         return F.relu(self.obs_fc(self.with_neighbours(obs)))
 
     def lstm_input(self, x: torch.Tensor, state: AgentState) -> torch.Tensor:
-        p = F.relu(self.fp_fc(self.neighbours(state.fp))) * self.neighbours.has_neighbours
+        p = self.neighbours.zero_isolated(F.relu(self.fp_fc(self.neighbours(state.fp))))
         return torch.cat([x, p], dim=-1)

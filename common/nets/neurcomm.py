@@ -26,7 +26,7 @@ class NeurComm(GraphActorCritic):
         return F.relu(self.obs_fc(self.with_neighbours(obs)))
 
     def lstm_input(self, x: torch.Tensor, state: AgentState) -> torch.Tensor:
-        has = self.neighbours.has_neighbours
-        p = F.relu(self.fp_fc(self.neighbours(state.fp))) * has
-        m = F.relu(self.msg_fc(self.neighbours(state.h))) * has
+        nb = self.neighbours
+        p = nb.zero_isolated(F.relu(self.fp_fc(nb(state.fp))))
+        m = nb.zero_isolated(F.relu(self.msg_fc(nb(state.h))))
         return torch.cat([x, p, m], dim=-1)
