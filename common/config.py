@@ -82,6 +82,8 @@ class TrainConfig:
     seed: int = _opt(0, "seed of torch, numpy and the training episodes", low=0)
     num_envs: int = _opt(1, "environments stepped together by the local trainer (one batch per update)",
                          low=1)
+    env_groups: int = _opt(1, "local trainer: split train.num_envs into this many groups seeded like sync "
+                           "mode's actors (set it to dist.actors to reproduce a sync run exactly)", low=1)
     device: str = _opt("cpu", "device of the learner's update: cpu or cuda", choices=("cpu", "cuda"))
     checkpoint_every: int = _opt(50_000, "environment steps between checkpoints (one is also written at the "
                                  "end)", low=1)

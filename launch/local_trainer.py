@@ -2,8 +2,8 @@
 updates. It is the ground truth the distributed system must match, so it uses the same pieces: the actor's
 RolloutCollector and the learner's pure `update`.
 
-Run directory: config.toml (resolved), metrics.csv (a row per update), checkpoints/{latest,best}.pt,
-logs/learner.log.
+Run directory: config.toml (resolved), metrics.csv (a row per update), tb/ (the same metrics as TensorBoard
+scalars, grouped charts/, losses/, system/), checkpoints/{latest,best}.pt, logs/learner.log.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.tensorboard import SummaryWriter
 
 from actor.envs import make_vec_env
+from actor.groups import GroupedCollector, envs_per_group
 from actor.rollout import RolloutCollector
 from common import config as config_mod
 from common.config import Config
@@ -33,6 +35,21 @@ from learner.update import learning_rate, make_optimizer, set_learning_rate, upd
 METRIC_FIELDS = ("update", "env_steps", "wall_s", "lr", "reward_mean", "episode_return", "episodes",
                  "violation_rate", "diverged", "loss", "policy_loss", "value_loss", "entropy", "grad_norm",
                  "policy_lag")
+# TensorBoard group of each metrics.csv column (architecture.md, "Run directory"); "update" and "env_steps"
+# are the axes, env_steps being the global step.
+TB_GROUPS = {"reward_mean": "charts", "episode_return": "charts", "episodes": "charts",
+             "violation_rate": "charts", "diverged": "charts", "lr": "charts",
+             "loss": "losses", "policy_loss": "losses", "value_loss": "losses", "entropy": "losses",
+             "grad_norm": "losses", "update": "system", "wall_s": "system", "policy_lag": "system"}
+
+
+def log_scalars(tb: SummaryWriter, row: dict[str, Any], step: int) -> None:
+    """Write one metrics.csv row to TensorBoard under the same names, skipping empty cells (no episode
+    ended in this window)."""
+    for name, group in TB_GROUPS.items():
+        value = row.get(name, "")
+        if value != "" and value is not None:
+            tb.add_scalar(f"{group}/{name}", float(value), step)
 
 
 def _provenance() -> str:
@@ -75,10 +92,14 @@ def train_local(cfg: Config, out_dir: str | Path, resume: bool = False, echo: bo
 
     sampler = seed_everything(tc.seed)
     device = _device(cfg)
-    env = make_vec_env(cfg.env, tc.num_envs)
+    # train.env_groups > 1 splits the envs exactly as sync mode's actors own them (actor/groups.py)
+    per_group = envs_per_group(tc.num_envs, tc.env_groups)
+    envs = [make_vec_env(cfg.env, per_group) for _ in range(tc.env_groups)]
+    env = envs[0]
     model = build_model(cfg.model, env.adjacency, env.obs_dim, env.n_actions).to(device)
     optimiser = make_optimizer(model, tc)
-    collector = RolloutCollector(env, model, tc.n_steps, sampler)
+    collector = RolloutCollector(env, model, tc.n_steps, sampler) if len(envs) == 1 else \
+        GroupedCollector(envs, model, tc.n_steps, tc.seed)
     updates, env_steps, best = 0, 0, -np.inf
     if resume:
         ckpt = load_checkpoint(latest)
@@ -96,7 +117,7 @@ def train_local(cfg: Config, out_dir: str | Path, resume: bool = False, echo: bo
         collector.reset(tc.seed)
     log.info("config %s", cfg.to_dict())
     log.info("algorithm %s on %s: %d agents, %d envs, %d parameters, device %s", cfg.model.algorithm,
-             cfg.env.system, env.n_agents, env.n_envs, sum(p.numel() for p in model.parameters()), device)
+             cfg.env.system, env.n_agents, tc.num_envs, sum(p.numel() for p in model.parameters()), device)
 
     def checkpoint() -> None:
         nonlocal best
@@ -116,6 +137,7 @@ def train_local(cfg: Config, out_dir: str | Path, resume: bool = False, echo: bo
     writer = csv.DictWriter(metrics_fh, fieldnames=METRIC_FIELDS)
     if new_file:
         writer.writeheader()
+    tb = SummaryWriter(log_dir=str(out / "tb"))
     start = time.perf_counter()
     next_ckpt = (env_steps // tc.checkpoint_every + 1) * tc.checkpoint_every
     recent_returns: list[float] = []
@@ -134,15 +156,18 @@ def train_local(cfg: Config, out_dir: str | Path, resume: bool = False, echo: bo
             returns = window["episode_returns"]
             recent_returns = (recent_returns + returns)[-100:]
             recent = float(np.mean(recent_returns)) if recent_returns else float("nan")
-            writer.writerow({
+            row = {
                 "update": updates, "env_steps": env_steps, "wall_s": round(time.perf_counter() - start, 4),
                 "lr": stats["lr"], "reward_mean": window["reward_mean"],
                 "episode_return": float(np.mean(returns)) if returns else "", "episodes": len(returns),
                 "violation_rate": window["violation_rate"], "diverged": window["diverged"],
                 "loss": stats["loss"], "policy_loss": stats["policy_loss"], "value_loss": stats["value_loss"],
-                "entropy": stats["entropy"], "grad_norm": stats["grad_norm"], "policy_lag": 0})
+                "entropy": stats["entropy"], "grad_norm": stats["grad_norm"], "policy_lag": 0}
+            writer.writerow(row)
+            log_scalars(tb, row, env_steps)
             if updates % tc.log_every == 0:
                 metrics_fh.flush()
+                tb.flush()
                 log.info("update %d  env steps %d  recent return %.3f  loss %.4f  entropy %.3f  %.0f steps/s",
                          updates, env_steps, recent, stats["loss"], stats["entropy"],
                          env_steps / max(time.perf_counter() - start, 1e-9))
@@ -152,6 +177,7 @@ def train_local(cfg: Config, out_dir: str | Path, resume: bool = False, echo: bo
         checkpoint()
     finally:
         metrics_fh.close()
+        tb.close()
     log.info("finished: %d updates, %d env steps, recent return %.3f", updates, env_steps, recent)
     return {"updates": updates, "env_steps": env_steps, "recent_return": recent,
             "wall_s": time.perf_counter() - start}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from common.config import load_config
+from common.config import load_config, replace
 from common.errors import InputError
 from launch.errors import exit_on_user_error
 
@@ -16,15 +16,19 @@ from launch.errors import exit_on_user_error
 @click.command()
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
               help="TOML config, e.g. configs/powernet_mg6.toml (with --resume: the run's config.toml)")
-@click.option("--mode", type=click.Choice(["local"]), default="local", show_default=True,
-              help="local: one process steps the envs and updates (the reference trainer)")
+@click.option("--mode", type=click.Choice(["local", "sync"]), default="local", show_default=True,
+              help="local: one process steps the envs and updates (the reference trainer); sync: a learner "
+              "and --actors actor processes, exactly on-policy")
+@click.option("--actors", type=int, help="sync: actor processes (overrides dist.actors)")
+@click.option("--envs-per-actor", type=int, help="sync: envs of each actor (overrides dist.envs_per_actor)")
 @click.option("--steps", type=int, help="environment steps in total (overrides train.steps)")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="run directory")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="override a config key")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="learner device (overrides train.device)")
 @click.option("--resume", is_flag=True, help="continue the run in --out from its latest checkpoint")
 @exit_on_user_error
-def train(config_path: str | None, mode: str, steps: int | None, out_dir: str, overrides: tuple[str, ...],
+def train(config_path: str | None, mode: str, actors: int | None, envs_per_actor: int | None,
+          steps: int | None, out_dir: str, overrides: tuple[str, ...],
           device: str | None, resume: bool) -> None:
     """Train an algorithm on a system and write the run directory."""
     from launch.local_trainer import train_local
@@ -38,8 +42,17 @@ def train(config_path: str | None, mode: str, steps: int | None, out_dir: str, o
         extra.append(f"train.steps={steps}")
     if device is not None:
         extra.append(f'train.device="{device}"')
+    extra += [f"dist.actors={actors}"] * (actors is not None)
+    extra += [f"dist.envs_per_actor={envs_per_actor}"] * (envs_per_actor is not None)
     cfg = load_config(config_path, extra)
-    summary = train_local(cfg, out_dir, resume=resume, echo=True)
+    if mode == "sync":
+        from launch.dist import run_distributed
+
+        if resume:
+            raise InputError("--resume is not implemented for --mode sync yet")
+        summary = run_distributed(replace(cfg, dist={"mode": "sync"}), out_dir, echo=True)
+    else:
+        summary = train_local(cfg, out_dir, resume=resume, echo=True)
     click.echo(json.dumps(summary))
 
 
