@@ -19,13 +19,15 @@ def bench() -> None:
 
 def _register() -> None:
     """Attach the commands that live in their own modules (keeps this file a table of contents)."""
-    from launch import bench_sim, sim_cmd, train_cmd
+    from launch import bench_sim, dist_cmd, sim_cmd, train_cmd
 
     main.add_command(sim_cmd.sim)
     bench.add_command(bench_sim.bench_sim)
     main.add_command(train_cmd.train)
     main.add_command(train_cmd.evaluate)
     bench.add_command(train_cmd.bench_learner)
+    main.add_command(dist_cmd.learner)
+    main.add_command(dist_cmd.actor)
 
 
 _register()

@@ -1,0 +1,178 @@
+"""One-machine distributed training: build the learner service, and supervise learner + N actor processes.
+
+`run_distributed` starts ``python -m launch learner`` and ``python -m launch actor`` as child processes on
+free loopback ports (the learner picks them and writes RUN/endpoints.json), restarts an actor that dies
+(logging its exit code or signal and last log lines), and stops every child when the learner ends, fails,
+or the user presses Ctrl-C. Each service logs to RUN/logs/<service>.log (its raw stderr to .out).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from common import config as config_mod
+from common.config import Config
+from common.errors import InputError
+from common.logs import setup_logging
+
+MAX_RESTARTS = 5
+
+
+class TrainingFailed(RuntimeError):
+    """The learner process failed; the message carries its exit status and last log lines."""
+
+
+def build_learner(cfg: Config, out_dir: str | Path, run_id: str, free_ports: bool = False, echo: bool = False,
+                  watch_parent: bool = False) -> Any:
+    """Seed, build the model as the reference trainer does, write config.toml, bind the learner's sockets."""
+    from actor.envs import make_vec_env
+    from common.nets import build_model
+    from common.seeding import seed_everything
+    from launch.local_trainer import METRIC_FIELDS, _device, _provenance
+    from learner.service import LearnerService, torch_threads
+
+    out = Path(out_dir)
+    if (out / "checkpoints" / "latest.pt").exists():
+        raise InputError(f"{out} already holds a run; choose another --out (resume of distributed runs is "
+                         "not implemented yet)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.toml").write_text(config_mod.dumps(cfg, header=_provenance()))
+    torch_threads()
+    seed_everything(cfg.train.seed)  # same order as train_local: seed, env, model -> same initial weights
+    device = _device(cfg)
+    env = make_vec_env(cfg.env, 1)
+    model = build_model(cfg.model, env.adjacency, env.obs_dim, env.n_actions).to(device)
+    return LearnerService(cfg, model, out, run_id, METRIC_FIELDS, free_ports=free_ports, echo=echo,
+                          watch_parent=watch_parent)
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _describe(rc: int) -> str:
+    if rc < 0:
+        try:
+            return f"signal {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"signal {-rc}"
+    return f"exit code {rc}"
+
+
+def _stop(procs: list[subprocess.Popen], grace_s: float = 3.0) -> None:
+    """SIGTERM each live child, then SIGKILL whatever is left after `grace_s`; reap all."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    deadline = time.monotonic() + grace_s
+    for p in procs:
+        try:
+            p.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def run_distributed(cfg: Config, out_dir: str | Path, echo: bool = False, actor_timeout_s: float = 15.0,
+                    start_timeout_s: float = 120.0) -> dict[str, Any]:
+    """Train with a learner and cfg.dist.actors actor processes; return the learner's summary."""
+    out = Path(out_dir)
+    if (out / "checkpoints" / "latest.pt").exists():
+        raise InputError(f"{out} already holds a run; choose another --out")
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log = setup_logging(logs / "supervisor.log", "supervisor", echo=echo)
+    cfg_path = out / "launch-config.toml"
+    cfg_path.write_text(config_mod.dumps(cfg))
+    run_id = f"{out.name or 'run'}-{secrets.token_hex(4)}"
+    endpoints = out / "endpoints.json"
+    endpoints.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "launch"]
+
+    def spawn(name: str, args: list[str]) -> subprocess.Popen:
+        with (logs / f"{name}.out").open("ab") as fh:
+            return subprocess.Popen(base + args, stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True)
+
+    procs: list[subprocess.Popen] = []
+    actors: dict[int, subprocess.Popen] = {}
+    restarts = dict.fromkeys(range(cfg.dist.actors), 0)
+    try:
+        learner = spawn("learner", ["learner", "-c", str(cfg_path), "--out", str(out), "--run-id", run_id,
+                                    "--free-ports", "--watch-parent"])
+        procs.append(learner)
+        deadline = time.monotonic() + start_timeout_s
+        while not endpoints.exists():
+            if learner.poll() is not None or time.monotonic() > deadline:
+                raise TrainingFailed(f"learner did not start ({_describe(learner.poll() or 0)}):\n"
+                                     f"{_tail(logs / 'learner.out')}")
+            time.sleep(0.05)
+        control = json.loads(endpoints.read_text())["control"]
+        log.info("run %s: learner pid %d at %s; starting %d actors", run_id, learner.pid, control,
+                 cfg.dist.actors)
+
+        def start_actor(k: int) -> None:
+            actors[k] = spawn(f"actor-{k}", ["actor", "--learner", control, "--id", str(k), "-c", str(cfg_path),
+                                             "--run-id", run_id, "--out", str(out),
+                                             "--timeout", str(actor_timeout_s)])
+            procs.append(actors[k])
+
+        for k in range(cfg.dist.actors):
+            start_actor(k)
+        while True:
+            rc = learner.poll()
+            if rc is not None:
+                if rc != 0:
+                    raise TrainingFailed(f"learner failed with {_describe(rc)}; last lines of its log:\n"
+                                         f"{_tail(logs / 'learner.log')}\n{_tail(logs / 'learner.out')}")
+                break
+            for k, p in list(actors.items()):
+                arc = p.poll()
+                if arc is None or arc == 0:
+                    continue
+                log.warning("actor %d (pid %d) died with %s; last lines of its log:\n%s", k, p.pid,
+                            _describe(arc), _tail(logs / f"actor-{k}.log"))
+                if restarts[k] >= MAX_RESTARTS:
+                    raise TrainingFailed(f"actor {k} died {restarts[k] + 1} times; giving up")
+                restarts[k] += 1
+                start_actor(k)
+                log.info("restarted actor %d (restart %d)", k, restarts[k])
+            time.sleep(0.1)
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and any(p.poll() is None for p in actors.values()):
+            time.sleep(0.05)
+        summary = json.loads((out / "learner_stats.json").read_text())
+        log.info("finished: %s", summary)
+        return summary
+    except KeyboardInterrupt:
+        log.warning("interrupted: stopping every process")
+        raise
+    finally:
+        _stop(procs)
+        endpoints.unlink(missing_ok=True)
+
+
+def actor_logger(out_dir: str | None, actor_id: int) -> logging.Logger:
+    """The actor's logger: RUN/logs/actor-K.log when a run directory is given, else stderr only."""
+    if out_dir is not None:
+        return setup_logging(Path(out_dir) / "logs" / f"actor-{actor_id}.log", f"actor-{actor_id}")
+    logger = logging.getLogger(f"powernet.actor-{actor_id}")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s actor-{actor_id} %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    return logger

@@ -1,0 +1,335 @@
+"""The learner service of a distributed run: receives rollouts, updates, publishes versioned weights.
+
+Sockets (ZeroMQ, all bound by the learner): PULL for rollouts, PUB for weights broadcasts, ROUTER for
+control (hello, heartbeat, get_weights, stats, stop). Every inbound message goes through `common.wire`; a
+bad, foreign or stale one is logged, counted by reason and dropped, and the service keeps serving.
+
+Sync mode: update u uses exactly one rollout of every actor 0..A-1 produced by weight version u, joined
+along the env axis in actor order, and runs the same `learner.update.update` as the reference trainer. An
+actor's ``get_weights`` carrying ``meta.min_version`` is answered once that version exists, so actors
+wait for the next weights without relying on PUB/SUB delivery (no slow-joiner waits).
+
+This module imports only `common` and `learner`; `launch` builds the model and writes the run's config.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zmq
+
+from common import wire
+from common.config import Config
+from common.logs import setup_logging
+from common.nets.base import GraphActorCritic
+from common.rollout import Rollout
+from learner.checkpoint import save_checkpoint
+from learner.update import learning_rate, make_optimizer, set_learning_rate, update
+
+SENDER = "learner"
+SILENT_AFTER_S = 5.0  # an actor without any message for this long is reported (5 missed 1 s heartbeats)
+
+
+def rollout_spec(cfg: Config, model: GraphActorCritic) -> wire.RolloutSpec:
+    """The exact rollout layout this run's actors must send."""
+    state = model.initial_state(1, device="cpu")
+    return wire.RolloutSpec(n_agents=model.n_agents, obs_dim=int(model.obs_dim), n_actions=model.n_actions,
+                            n_steps=cfg.train.n_steps, n_envs=cfg.dist.envs_per_actor,
+                            hidden=int(state.h.shape[-1]), fp_dim=int(state.fp.shape[-1]))
+
+
+def config_digest(cfg: Config) -> str:
+    """A short digest of the config sections both sides must agree on (actors refuse a mismatch)."""
+    import hashlib
+
+    data = {k: v for k, v in cfg.to_dict().items() if k in ("env", "model", "train")}
+    data["train"] = {k: v for k, v in data["train"].items() if k not in ("steps", "device", "log_every")}
+    data["dist"] = {"envs_per_actor": cfg.dist.envs_per_actor, "mode": cfg.dist.mode}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class LearnerService:
+    """Binds its sockets on construction (so `endpoints` is known at once); `run` trains to the end."""
+
+    def __init__(self, cfg: Config, model: GraphActorCritic, out_dir: str | Path, run_id: str,
+                 metric_fields: Sequence[str], free_ports: bool = False, echo: bool = False,
+                 max_msg_bytes: int = 64 << 20, hwm: int = 64, watch_parent: bool = False) -> None:
+        if cfg.dist.mode != "sync":
+            raise NotImplementedError("only dist.mode = sync is implemented so far")
+        self.cfg, self.model, self.run_id = cfg, model, run_id
+        self.out = Path(out_dir)
+        self.log = setup_logging(self.out / "logs" / "learner.log", "learner", echo=echo)
+        self.metric_fields = tuple(metric_fields)
+        self.spec = rollout_spec(cfg, model)
+        self.digest = config_digest(cfg)
+        self.optimiser = make_optimizer(model, cfg.train)
+        self.version = 0
+        self.env_steps = 0
+        self.dropped: Counter[str] = Counter()
+        self.stop_requested = False
+        self._parent = os.getppid() if watch_parent else None  # a launcher gone -> stop, leave no orphan
+        self._seq = 0
+        self._ctx = zmq.Context()
+        self._pull = self._bind(zmq.PULL, cfg.dist.rollout_port, free_ports, max_msg_bytes, hwm)
+        self._pub = self._bind(zmq.PUB, cfg.dist.weights_port, free_ports, max_msg_bytes, hwm)
+        self._router = self._bind(zmq.ROUTER, cfg.dist.control_port, free_ports, max_msg_bytes, hwm)
+        self._router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.endpoints = {name: sock.getsockopt(zmq.LAST_ENDPOINT).decode() for name, sock in
+                          (("rollout", self._pull), ("weights", self._pub), ("control", self._router))}
+        self._peers: dict[bytes, float] = {}        # control identity -> last time heard
+        self._peer_names: dict[bytes, str] = {}
+        self._silent: set[bytes] = set()
+        self._waiting: list[tuple[bytes, int]] = []  # deferred get_weights: (identity, min_version)
+        self._pending: dict[int, Rollout] = {}       # sync: actor id -> rollout of the current version
+        self._pending_stats: dict[int, dict[str, Any]] = {}
+        self._weights_cache: tuple[int, dict[str, np.ndarray]] | None = None
+        self.log.info("run %s: bound %s", run_id, self.endpoints)
+
+    def _bind(self, kind: int, port: int, free: bool, max_msg_bytes: int, hwm: int) -> zmq.Socket:
+        sock = self._ctx.socket(kind)
+        wire.configure_socket(sock, max_msg_bytes, hwm)
+        host = self.cfg.dist.host
+        if free:
+            sock.bind_to_random_port(f"tcp://{host}")
+        else:
+            sock.bind(f"tcp://{host}:{port}")
+        return sock
+
+    def write_endpoints(self, path: str | Path) -> None:
+        """Write run id and endpoints as JSON, atomically, for a launcher waiting on the file."""
+        path = Path(path)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"run_id": self.run_id, "pid": os.getpid(), **self.endpoints}))
+        os.replace(tmp, path)
+
+    # ---------------------------------------------------------------------------------------------- messages
+
+    def _message(self, kind: str, meta: dict[str, Any] | None = None,
+                 arrays: dict[str, np.ndarray] | None = None) -> wire.Message:
+        self._seq += 1
+        return wire.Message(type=kind, run_id=self.run_id, sender=SENDER, seq=self._seq,
+                            weight_version=self.version, meta=meta or {}, arrays=arrays or {})
+
+    def _weights(self) -> dict[str, np.ndarray]:
+        if self._weights_cache is None or self._weights_cache[0] != self.version:
+            self._weights_cache = (self.version, wire.state_dict_to_arrays(self.model.state_dict()))
+        return self._weights_cache[1]
+
+    def _drop(self, reason: str, detail: str, where: str) -> None:
+        self.dropped[reason] += 1
+        self.log.warning("dropped a message on %s (%s): %s", where, reason, detail[:200])
+
+    def _on_rollout(self, frames: list[memoryview]) -> None:
+        try:
+            msg = wire.decode(frames, expected_run_id=self.run_id)
+            wire.validate_rollout(msg, self.spec)
+        except wire.WireError as exc:
+            self._drop(exc.reason, exc.detail, "rollout socket")
+            return
+        actor = msg.meta.get("actor")
+        if not isinstance(actor, int) or isinstance(actor, bool) or not 0 <= actor < self.cfg.dist.actors:
+            self._drop("bad_actor", f"actor id {actor!r} from {msg.sender!r}", "rollout socket")
+            return
+        if msg.weight_version != self.version:
+            self._drop("stale", f"actor {actor} sent version {msg.weight_version}, current {self.version}",
+                       "rollout socket")
+            return
+        if actor in self._pending:
+            self._drop("duplicate", f"second rollout of actor {actor} for version {self.version}", "rollout socket")
+            return
+        arrays = {name: np.array(arr) for name, arr in msg.arrays.items()}  # own, writable copies
+        self._pending[actor] = Rollout(**arrays, version=msg.weight_version)
+        self._pending_stats[actor] = dict(msg.meta)
+
+    def _on_control(self, identity: bytes, frames: list[memoryview]) -> None:
+        try:
+            msg = wire.decode(frames, expected_run_id=self.run_id)
+        except wire.WireError as exc:
+            self._drop(exc.reason, exc.detail, "control socket")
+            return
+        self._peers[identity] = time.monotonic()
+        self._peer_names[identity] = msg.sender
+        if identity in self._silent:
+            self._silent.discard(identity)
+            self.log.info("%s is heard again", msg.sender)
+        if msg.type == wire.HELLO:
+            self.log.info("hello from %s (%s)", msg.sender, msg.meta)
+            meta = {"mode": self.cfg.dist.mode, "config_digest": self.digest, "rollout": self.endpoints["rollout"],
+                    "weights": self.endpoints["weights"]}
+            wire.send_routed(self._router, identity, self._message(wire.HELLO, meta))
+        elif msg.type == wire.HEARTBEAT:
+            wire.send_routed(self._router, identity, self._message(wire.HEARTBEAT))
+        elif msg.type == wire.GET_WEIGHTS:
+            want = msg.meta.get("min_version", 0)
+            want = want if isinstance(want, int) and not isinstance(want, bool) else 0
+            if self.stop_requested:
+                wire.send_routed(self._router, identity, self._message(wire.STOP))
+            elif want <= self.version:
+                wire.send_routed(self._router, identity, self._message(wire.WEIGHTS, arrays=self._weights()))
+            else:
+                self._waiting.append((identity, want))
+        elif msg.type == wire.STATS:
+            meta = {"version": self.version, "env_steps": self.env_steps,
+                    "dropped": sum(self.dropped.values()), "mode": self.cfg.dist.mode}
+            wire.send_routed(self._router, identity, self._message(wire.STATS, meta))
+        elif msg.type == wire.STOP:
+            self.log.info("stop requested by %s", msg.sender)
+            self.stop_requested = True
+        else:
+            self._drop("wrong_type", f"{msg.type} from {msg.sender!r} on the control socket", "control socket")
+
+    def _answer_waiting(self) -> None:
+        still = []
+        for identity, want in self._waiting:
+            if self.stop_requested:
+                wire.send_routed(self._router, identity, self._message(wire.STOP))
+            elif want <= self.version:
+                wire.send_routed(self._router, identity, self._message(wire.WEIGHTS, arrays=self._weights()))
+            else:
+                still.append((identity, want))
+        self._waiting = still
+
+    def _check_liveness(self) -> None:
+        now = time.monotonic()
+        for identity, last in self._peers.items():
+            if now - last > SILENT_AFTER_S and identity not in self._silent:
+                self._silent.add(identity)
+                self.log.warning("%s silent for %.1f s (no heartbeat)", self._peer_names.get(identity, "?"),
+                                 now - last)
+
+    def poll(self, timeout_ms: int = 100) -> None:
+        """Serve whatever arrives within `timeout_ms` (rollouts and control), without blocking longer."""
+        poller = zmq.Poller()
+        poller.register(self._pull, zmq.POLLIN)
+        poller.register(self._router, zmq.POLLIN)
+        events = dict(poller.poll(timeout_ms))
+        if self._router in events:
+            while True:
+                try:
+                    identity, frames = wire.recv_routed(self._router, zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._on_control(identity, frames)
+        if self._pull in events:
+            while True:
+                try:
+                    frames = wire.recv(self._pull, zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._on_rollout(frames)
+        self._check_liveness()
+
+    # ---------------------------------------------------------------------------------------------- training
+
+    def run(self) -> dict[str, Any]:
+        """Train until train.steps env steps (or a stop request); tell actors to stop; return a summary."""
+        cfg, tc = self.cfg, self.cfg.train
+        metrics_fh = (self.out / "metrics.csv").open("w", newline="")
+        writer = csv.DictWriter(metrics_fh, fieldnames=self.metric_fields, extrasaction="ignore")
+        writer.writeheader()
+        start = time.perf_counter()
+        recent: deque[float] = deque(maxlen=100)
+        best = -np.inf
+        next_ckpt = tc.checkpoint_every
+        recent_mean = float("nan")
+        self._pub_weights()
+        try:
+            while self.env_steps < tc.steps and not self.stop_requested:
+                self.poll(100)
+                if self._parent is not None and os.getppid() != self._parent:
+                    self.log.error("the launching process is gone; stopping")
+                    break
+                if len(self._pending) < cfg.dist.actors:
+                    continue
+                batch = Rollout.concat([self._pending[k] for k in sorted(self._pending)])
+                stats = [self._pending_stats[k] for k in sorted(self._pending)]
+                self._pending, self._pending_stats = {}, {}
+                set_learning_rate(self.optimiser, learning_rate(tc, self.env_steps))
+                self.model.train()
+                out = update(self.model, self.optimiser, batch, tc)
+                if not np.isfinite(out["loss"]):
+                    raise FloatingPointError(f"non-finite loss at update {self.version}: {out}")
+                self.version += 1
+                self.env_steps += int(batch.rewards.shape[0] * batch.rewards.shape[1])
+                self._pub_weights()
+                self._answer_waiting()
+                episodes = sum(int(s.get("episodes", 0)) for s in stats)
+                ep_sum = sum(float(s.get("episode_return_sum", 0.0)) for s in stats)
+                if episodes:
+                    recent.extend([ep_sum / episodes] * episodes)
+                    recent_mean = float(np.mean(recent))
+                writer.writerow({
+                    "update": self.version, "env_steps": self.env_steps,
+                    "wall_s": round(time.perf_counter() - start, 4), "lr": out["lr"],
+                    "reward_mean": float(batch.rewards.mean(dtype=np.float64)),
+                    "episode_return": ep_sum / episodes if episodes else "", "episodes": episodes,
+                    "violation_rate": sum(float(s.get("violations", 0)) for s in stats) / batch.rewards.size,
+                    "diverged": sum(int(s.get("diverged", 0)) for s in stats),
+                    "loss": out["loss"], "policy_loss": out["policy_loss"], "value_loss": out["value_loss"],
+                    "entropy": out["entropy"], "grad_norm": out["grad_norm"], "policy_lag": 0})
+                if self.version % tc.log_every == 0:
+                    metrics_fh.flush()
+                    self.log.info("update %d  env steps %d  recent return %.3f  loss %.4f  %.0f steps/s  "
+                                  "dropped %d", self.version, self.env_steps, recent_mean, out["loss"],
+                                  self.env_steps / max(time.perf_counter() - start, 1e-9),
+                                  sum(self.dropped.values()))
+                if self.env_steps >= next_ckpt:
+                    best = self._checkpoint(recent_mean, best)
+                    next_ckpt = (self.env_steps // tc.checkpoint_every + 1) * tc.checkpoint_every
+            self._checkpoint(recent_mean, best)
+        finally:
+            metrics_fh.close()
+        self.stop_actors()
+        summary = {"updates": self.version, "env_steps": self.env_steps, "recent_return": recent_mean,
+                   "wall_s": time.perf_counter() - start, "dropped": dict(self.dropped)}
+        (self.out / "learner_stats.json").write_text(json.dumps(summary, indent=2))
+        self.log.info("finished: %d updates, %d env steps, dropped %s", self.version, self.env_steps,
+                      dict(self.dropped))
+        return summary
+
+    def _pub_weights(self) -> None:
+        try:
+            wire.send(self._pub, self._message(wire.WEIGHTS, arrays=self._weights()), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    def _checkpoint(self, recent: float, best: float) -> float:
+        payload = {"model": self.model.state_dict(), "optimizer": self.optimiser.state_dict(),
+                   "updates": self.version, "env_steps": self.env_steps, "config": self.cfg.to_dict(),
+                   "best_return": best, "recent_return": recent, "mode": self.cfg.dist.mode}
+        save_checkpoint(self.out / "checkpoints" / "latest.pt", payload)
+        if np.isfinite(recent) and recent > best:
+            best = payload["best_return"] = recent
+            save_checkpoint(self.out / "checkpoints" / "best.pt", payload)
+        return best
+
+    def stop_actors(self, grace_s: float = 1.0) -> None:
+        """Answer every waiting actor and every known peer with stop, serving stragglers for `grace_s`."""
+        self.stop_requested = True
+        self._answer_waiting()
+        for identity in list(self._peers):
+            wire.send_routed(self._router, identity, self._message(wire.STOP))
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            self.poll(50)
+            self._answer_waiting()
+
+    def close(self) -> None:
+        """Close the sockets and the context (safe to call twice)."""
+        for sock in (self._pull, self._pub, self._router):
+            sock.close(linger=200)
+        self._ctx.term()
+
+
+def torch_threads() -> None:
+    """One intra-op thread: services share the machine's cores with each other."""
+    torch.set_num_threads(1)
