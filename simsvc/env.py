@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import InputError
+from common.graph import hop_distances
 from simsvc.metrics import outside_band
 from simsvc.simulator import GridBatch, Measurements
 from simsvc.systems import System, load_system
@@ -34,24 +35,6 @@ def voltage_reward(v_pu: np.ndarray) -> np.ndarray:
     reward = -dev
     reward = np.where((v_pu >= 0.95) & (v_pu <= 1.05), 0.05 - dev, reward)
     return np.where((v_pu <= 0.8) | (v_pu >= 1.25), -10.0, reward)
-
-
-def hop_distances(adjacency: np.ndarray) -> np.ndarray:
-    """All-pairs hop distance of an unweighted graph (breadth-first); −1 where unreachable."""
-    n = adjacency.shape[0]
-    dist = np.full((n, n), -1, dtype=np.int64)
-    for src in range(n):
-        dist[src, src] = 0
-        frontier = [src]
-        while frontier:
-            nxt = []
-            for u in frontier:
-                for v in np.flatnonzero(adjacency[u]):
-                    if dist[src, v] < 0:
-                        dist[src, v] = dist[src, u] + 1
-                        nxt.append(int(v))
-            frontier = nxt
-    return dist
 
 
 class VecMicrogridEnv:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from common.config import ModelConfig
-from common.nets.base import AgentState, GraphActorCritic, hop_distances
+from common.graph import hop_distances
+from common.nets.base import AgentState, GraphActorCritic
 from common.nets.commnet import CommNet
 from common.nets.consenet import ConseNet
 from common.nets.dial import DIAL

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.graph import hop_distances
 from common.nets.layers import AgentLinear, AgentLSTMCell, NeighbourGather, deferred_weight_grads
 
 
@@ -29,25 +30,6 @@ class AgentState(NamedTuple):
 
     def to(self, device: torch.device | str) -> AgentState:
         return AgentState(self.h.to(device), self.c.to(device), self.fp.to(device))
-
-
-def hop_distances(adjacency: np.ndarray) -> np.ndarray:
-    """All-pairs hop distance of an undirected graph by breadth-first search; unreachable pairs get N."""
-    adjacency = np.asarray(adjacency, dtype=bool)
-    n = adjacency.shape[0]
-    dist = np.full((n, n), n, dtype=np.int64)
-    for src in range(n):
-        dist[src, src] = 0
-        frontier = [src]
-        while frontier:
-            nxt = []
-            for u in frontier:
-                for v in np.flatnonzero(adjacency[u]):
-                    if dist[src, v] > dist[src, u] + 1:
-                        dist[src, v] = dist[src, u] + 1
-                        nxt.append(v)
-            frontier = nxt
-    return dist
 
 
 class GraphActorCritic(nn.Module):
