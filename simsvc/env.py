@@ -15,7 +15,7 @@ import numpy as np
 from common.errors import InputError
 from common.graph import hop_distances
 from simsvc.metrics import outside_band
-from simsvc.simulator import GridBatch, Measurements
+from simsvc.simulator import GridBatch, Measurements, stack_trace
 from simsvc.systems import System, load_system
 
 DISTURBANCES = ("none", "episode", "walk")
@@ -246,19 +246,15 @@ class VecMicrogridEnv:
         return [stride] * (n_steps // stride) + ([n_steps % stride] if n_steps % stride else [])
 
     def _record(self, envs: np.ndarray) -> None:
-        meas = self.grid.measure()
-        for e in envs:
-            self._traces[e].append((self.grid.t_s[e], meas.v_pu[e].copy(), meas.p_w[e].copy(),
-                                    meas.q_var[e].copy(), meas.f_hz[e].copy(), self.grid.vn_v[e].copy()))
+        for e, row in zip(envs, self.grid.trace_samples(envs), strict=True):
+            self._traces[e].append(row)
 
     def trace(self, env: int = 0) -> dict[str, np.ndarray]:
         """The current episode's trace of env `env` (warm-up included): t (s, from 0), v_pu, p_w, q_var,
         f_hz, vn_v, each [time, DG]. Needs `trace_dt_s` at construction."""
         if self._trace_every is None:
             raise RuntimeError("construct the environment with trace_dt_s to record traces")
-        rows = self._traces[env]
-        names = ("t", "v_pu", "p_w", "q_var", "f_hz", "vn_v")
-        return {name: np.array([r[k] for r in rows]) for k, name in enumerate(names)}
+        return stack_trace(self._traces[env])
 
 
 class MicrogridEnv:

@@ -9,7 +9,7 @@ import numpy as np
 from simsvc.controllers import make_controller
 from simsvc.env import MicrogridEnv
 from simsvc.metrics import episode_summary
-from simsvc.simulator import GridBatch
+from simsvc.simulator import GridBatch, stack_trace
 from simsvc.systems import System
 
 TRACE_DT_S = 0.01
@@ -52,24 +52,18 @@ def run_for(system: System, controller: str, duration_s: float, seed: int = 0, d
     start_s = controller_start_s if controller_start_s is not None else (system.warmup_s or 0.5)
     n_ctrl = grid.steps_for(system.control_dt_s)
     n_trace = grid.steps_for(TRACE_DT_S) if n_ctrl % grid.steps_for(TRACE_DT_S) == 0 else n_ctrl
-    rows: list[tuple] = []
+    first = np.zeros(1, dtype=np.int64)
+    rows = grid.trace_samples(first)
     vs: list[np.ndarray] = []
-
-    def record() -> None:
-        m = grid.measure()
-        rows.append((grid.t_s[0], m.v_pu[0], m.p_w[0], m.q_var[0], m.f_hz[0], grid.vn_v[0].copy()))
-
-    record()
     n_steps = round(duration_s / system.control_dt_s)
     for _ in range(n_steps):
         if grid.t_s[0] >= start_s - 1e-9:
             grid.vn_v[:] = ctrl.setpoints(grid.measure().v_pu, grid.vn_v.copy())
         for _ in range(n_ctrl // n_trace):
             grid.advance(n_trace)
-            record()
+            rows.extend(grid.trace_samples(first))
         vs.append(grid.measure().v_pu[0])
-    names = ("t", "v_pu", "p_w", "q_var", "f_hz", "vn_v")
-    trace = {name: np.array([r[k] for r in rows]) for k, name in enumerate(names)}
+    trace = stack_trace(rows)
     v_pu = np.array(vs)
     summary = {"max_dev_pu": float(np.abs(1.0 - v_pu).max()) if v_pu.size else 0.0, "diverged": bool(not grid.ok[0])}
     return ControllerRun(trace, v_pu, np.zeros((0, system.n_dg)), summary)

@@ -56,6 +56,14 @@ def secondary_frequency_flow(system: System, h_s: float) -> tuple[np.ndarray, np
     return np.ascontiguousarray(decay), np.ascontiguousarray(np.linalg.solve(k, a_pin))
 
 
+TRACE_NAMES = ("t", "v_pu", "p_w", "q_var", "f_hz", "vn_v")
+
+
+def stack_trace(samples: list[tuple]) -> dict[str, np.ndarray]:
+    """Turn GridBatch.trace_samples rows of one env into arrays named TRACE_NAMES, each [time, ...]."""
+    return {name: np.array([row[k] for row in samples]) for k, name in enumerate(TRACE_NAMES)}
+
+
 class GridBatch:
     """E environments of one system; all share parameters and differ in loads, set-points and state."""
 
@@ -156,6 +164,12 @@ class GridBatch:
         return Measurements(v_pu=v_pu, f_hz=omega / (2.0 * np.pi), p_w=p.copy(), q_var=q.copy(),
                             delta_rad=delta.copy(), io_dq_a=io_dq, io_DQ_a=io_DQ,
                             vb_DQ_v=self._vb[:, s.dg_bus, :].copy())
+
+    def trace_samples(self, envs: np.ndarray) -> list[tuple]:
+        """One trace row per env in `envs`: (t_s, v_pu, p_w, q_var, f_hz, vn_v) at the current state."""
+        m = self.measure()
+        return [(self.t_s[e], m.v_pu[e].copy(), m.p_w[e].copy(), m.q_var[e].copy(), m.f_hz[e].copy(),
+                 self.vn_v[e].copy()) for e in envs]
 
     def power_balance(self) -> tuple[np.ndarray, np.ndarray]:
         """(total DG output power, power consumed in loads, lines and coupling inductors), W, per env.
