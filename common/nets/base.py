@@ -2,6 +2,8 @@
 reset at episode starts and the time unroll. An algorithm only says what enters each agent's LSTM cell.
 
 Shapes: B environments, N agents, O observation width, A actions, H hidden width; time T leads when present.
+The public methods take and return env-major tensors ([..., B, N, F]); inside the unroll the recurrent state
+is agent-major ([N, B, F]), the layout of the per-agent batched matmuls.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.graph import hop_distances
-from common.nets.layers import AgentLinear, AgentLSTMCell, NeighbourGather, deferred_weight_grads
+from common.nets.layers import AgentLinear, AgentLSTMCell, NeighbourGather, StepLinear, agent_matmul
 
 
 class AgentState(NamedTuple):
@@ -34,7 +36,8 @@ class AgentState(NamedTuple):
 
 class GraphActorCritic(nn.Module):
     """Base of all seven networks. Subclasses build their input layers in `build_inputs` (returning the LSTM
-    input width) and compute the LSTM input in `lstm_input(obs, state)`, where `state` is the previous step's.
+    input width), encode a window's observations in `encode_obs`, and compute the per-step inputs that
+    depend on the previous state (messages, fingerprints) in `messages`.
     """
 
     def __init__(self, adjacency: np.ndarray, obs_dim: int, n_actions: int, hidden: int = 64,
@@ -59,7 +62,10 @@ class GraphActorCritic(nn.Module):
         """A per-agent (or shared) linear layer of this model."""
         return AgentLinear(self.n_agents, in_features, out_features, self.share_weights)
 
-    uses_fingerprint = False  # True where lstm_input reads state.fp (the unroll then tracks it per step)
+    uses_fingerprint = False  # True where `messages` reads fp (the unroll then tracks it per step)
+    # True where the messages are added to the encoded observation (CommNet, DIAL) and so read the same LSTM
+    # weight rows; otherwise they are concatenated after it and read the rows that follow.
+    additive_messages = False
 
     def build_inputs(self) -> int:
         raise NotImplementedError
@@ -68,9 +74,16 @@ class GraphActorCritic(nn.Module):
         """The part of the LSTM input that depends on observations only; applied to a whole window at once."""
         raise NotImplementedError
 
-    def lstm_input(self, obs_features: torch.Tensor, state: AgentState) -> torch.Tensor:
-        """Combine encoded observations with the previous step's state (messages, fingerprints)."""
-        return obs_features
+    def message_layers(self, steps: int, batch: int) -> dict[str, StepLinear]:
+        """The layers `messages` applies step by step, prepared for a window of `steps` steps of `batch` envs."""
+        return {}
+
+    def messages(self, layers: dict[str, StepLinear], t: int, h: torch.Tensor, fp: torch.Tensor
+                 ) -> list[torch.Tensor]:
+        """The LSTM inputs of step t that depend on the previous step's state (agent-major h [N, B, H],
+        fp [N, B, A]), in their order in the LSTM weight rows; none for algorithms without communication,
+        a single one where `additive_messages`."""
+        return []
 
     def with_neighbours(self, obs: torch.Tensor) -> torch.Tensor:
         """o'_i = [o_i, o_j for j in N(i)], zero-padded to the largest degree."""
@@ -88,7 +101,9 @@ class GraphActorCritic(nn.Module):
 
     def reset_where(self, state: AgentState, starts: torch.Tensor) -> AgentState:
         """Zero the state of the environments whose current observation starts an episode."""
-        keep = (~starts).to(state.h.dtype)[:, None, None]
+        return self._reset(state, (~starts).to(state.h.dtype)[:, None, None])
+
+    def _reset(self, state: AgentState, keep: torch.Tensor) -> AgentState:
         uniform = 1.0 / self.n_actions
         return AgentState(state.h * keep, state.c * keep, state.fp * keep + uniform * (1.0 - keep))
 
@@ -97,21 +112,21 @@ class GraphActorCritic(nn.Module):
             return obs
         return torch.cat([obs, self.agent_id.expand(*obs.shape[:-2], -1, -1)], dim=-1)
 
-    def _recur(self, features: torch.Tensor, state: AgentState, starts: torch.Tensor | None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One recurrent step; `starts=None` means no env starts an episode here, so the reset (a
-        multiplication by one) is skipped."""
-        if starts is not None:
-            state = self.reset_where(state, starts)
-        return self.lstm(self.lstm_input(features, state), state.h, state.c)
-
     def step(self, obs: torch.Tensor, state: AgentState, starts: torch.Tensor
              ) -> tuple[torch.Tensor, AgentState]:
         """One acting step for all agents of all envs: obs [B, N, O], starts [B] bool -> logits [B, N, A] and
         the new state (whose fp is the new policy, detached: fingerprints are data, not a gradient path)."""
-        h, c = self._recur(self.encode_obs(self._with_id(obs)), state, starts)
-        logits = self.actor(h)
-        return logits, AgentState(h, c, F.softmax(logits, dim=-1).detach())
+        state = self.reset_where(state, starts)
+        x = self.encode_obs(self._with_id(obs)).transpose(0, 1)  # [N, B, X]
+        h, c, fp = (s.transpose(0, 1) for s in state)
+        messages = self.messages(self.message_layers(1, obs.shape[0]), 0, h, fp)
+        if self.additive_messages:
+            x = x + messages[0]
+        elif messages:
+            x = torch.cat([x, *messages], dim=-1)
+        h, c = self.lstm.agent_major(x, h, c)
+        logits = self.actor.agent_major(h).transpose(0, 1)
+        return logits, AgentState(h.transpose(0, 1), c.transpose(0, 1), F.softmax(logits, dim=-1).detach())
 
     def value(self, h: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Neighbourhood critic V_i = w_i . [h_i, onehot(a_j) for j in N(i)]; h [..., N, H], actions [..., N]."""
@@ -121,20 +136,39 @@ class GraphActorCritic(nn.Module):
     def unroll(self, obs: torch.Tensor, starts: torch.Tensor, state: AgentState
                ) -> tuple[torch.Tensor, torch.Tensor, AgentState]:
         """Recompute a window as one graph: obs [T, B, N, O], starts [T, B] -> logits [T, B, N, A],
-        h [T, B, N, H] and the final state. Gradients flow through the messages between steps. Only the
-        recurrent part runs step by step; the observation encoder and the heads run once on the window."""
-        features = self.encode_obs(self._with_id(obs))
+        h [T, B, N, H] and the final state. Gradients flow through the messages between steps.
+
+        Only what depends on the previous state runs step by step: the observation encoder, its share of
+        the LSTM gates and the heads run once on the window, and each step is one matmul per layer on
+        agent-major tensors (see `StepLinear`)."""
+        steps, batch = starts.shape
+        features = self.encode_obs(self._with_id(obs))  # [T, B, N, X]
+        weight, bias = self.lstm.weight, self.lstm.bias
+        if self.additive_messages:  # x W + m W would cost a second matmul: add x to the messages per step
+            x_steps = features.transpose(1, 2).contiguous().unbind(0)  # T x [N, B, X]
+            gates = StepLinear(weight, bias.view(1, bias.shape[0], 1, -1).expand(steps, self.n_agents, batch, -1))
+        else:  # the observation's share of the gates, for the whole window at once
+            x_rows = features.shape[-1]
+            gates_x = agent_matmul(features, weight[:, :x_rows], bias).transpose(1, 2).contiguous()
+            gates = StepLinear(weight[:, x_rows:], gates_x)  # gates_x: [T, N, B, 4H]
+        layers = self.message_layers(steps, batch)
+        h, c, fp = (s.transpose(0, 1) for s in state)
         any_start = starts.any(dim=1).tolist()  # one host sync per window, not one per step
         hs = []
-        with deferred_weight_grads(self):
-            for t, features_t in enumerate(features.unbind(0)):
-                h, c = self._recur(features_t, state, starts[t] if any_start[t] else None)
-                fp = state.fp
-                if self.uses_fingerprint:
-                    with torch.no_grad():
-                        fp = F.softmax(self.actor(h), dim=-1)
-                state = AgentState(h, c, fp)
-                hs.append(h)
-        h_all = torch.stack(hs)
+        for t in range(steps):
+            if any_start[t]:
+                h, c, fp = self._reset(AgentState(h, c, fp), (~starts[t]).to(h.dtype)[None, :, None])
+            messages = self.messages(layers, t, h, fp)
+            if self.additive_messages:
+                messages = [x_steps[t] + messages[0]]
+            inputs = torch.cat([*messages, h], dim=-1) if messages else h
+            h, c = self.lstm.cell(gates(t, inputs), c)
+            if self.uses_fingerprint and t + 1 < steps:  # the last step's fp comes from the logits below
+                with torch.no_grad():
+                    fp = F.softmax(self.actor.agent_major(h), dim=-1)
+            hs.append(h)
+        h_all = torch.stack(hs).transpose(1, 2)  # [T, B, N, H]
         logits = self.actor(h_all)
-        return logits, h_all, AgentState(state.h, state.c, F.softmax(logits[-1], dim=-1).detach())
+        final = AgentState(h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous(),
+                           F.softmax(logits[-1], dim=-1).detach())
+        return logits, h_all, final

@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from common.nets.base import AgentState, GraphActorCritic
+from common.nets.base import GraphActorCritic
+from common.nets.layers import StepLinear
 
 
 class CommNet(GraphActorCritic):
@@ -17,9 +18,15 @@ class CommNet(GraphActorCritic):
         self.msg_fc = self.linear(self.hidden, self.hidden)
         return self.hidden
 
+    additive_messages = True
+
     def encode_obs(self, obs: torch.Tensor) -> torch.Tensor:
         return F.relu(self.obs_fc(self.with_neighbours(obs)))
 
-    def lstm_input(self, x: torch.Tensor, state: AgentState) -> torch.Tensor:
-        m = self.neighbours.zero_isolated(self.msg_fc(self.neighbours.mean(state.h)))
-        return x + m
+    def message_layers(self, steps: int, batch: int) -> dict[str, StepLinear]:
+        return {"msg": self.msg_fc.over_window(steps, batch)}
+
+    def messages(self, layers: dict[str, StepLinear], t: int, h: torch.Tensor, fp: torch.Tensor
+                 ) -> list[torch.Tensor]:
+        nb = self.neighbours
+        return [nb.zero_isolated_am(layers["msg"](t, nb.mean_am(h)))]

@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from common.nets.base import AgentState, GraphActorCritic
+from common.nets.base import GraphActorCritic
+from common.nets.layers import StepLinear
 
 
 class DIAL(GraphActorCritic):
@@ -17,14 +18,22 @@ class DIAL(GraphActorCritic):
             raise ValueError("DIAL embeds the previous action as a one-hot of width H: needs H >= actions")
         self.obs_fc = self.linear(self.in_dim * (1 + self.neighbours.width), self.hidden)
         self.msg_fc = self.linear(self.hidden * self.neighbours.width, self.hidden)
+        # row a is the width-H one-hot of action a (a lookup is cheaper per step than F.one_hot)
+        self.register_buffer("action_onehot", torch.eye(self.n_actions, self.hidden), persistent=False)
         return self.hidden
 
     uses_fingerprint = True
+    additive_messages = True
 
     def encode_obs(self, obs: torch.Tensor) -> torch.Tensor:
         return F.relu(self.obs_fc(self.with_neighbours(obs)))
 
-    def lstm_input(self, x: torch.Tensor, state: AgentState) -> torch.Tensor:
-        m = self.neighbours.zero_isolated(F.relu(self.msg_fc(self.neighbours(state.h))))
-        own_action = F.one_hot(state.fp.argmax(dim=-1), self.hidden).to(x.dtype)
-        return x + m + own_action
+    def message_layers(self, steps: int, batch: int) -> dict[str, StepLinear]:
+        return {"msg": self.msg_fc.over_window(steps, batch, self.neighbours.mask)}
+
+    def messages(self, layers: dict[str, StepLinear], t: int, h: torch.Tensor, fp: torch.Tensor
+                 ) -> list[torch.Tensor]:
+        nb = self.neighbours
+        m = nb.zero_isolated_am(F.relu(layers["msg"](t, nb.gather_am(h))))
+        own_action = self.action_onehot.index_select(0, fp.argmax(dim=-1).flatten()).view_as(m)
+        return [m + own_action]

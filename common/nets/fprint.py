@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from common.nets.base import AgentState, GraphActorCritic
+from common.nets.base import GraphActorCritic
+from common.nets.layers import StepLinear
 
 
 class FPrint(GraphActorCritic):
@@ -22,6 +23,10 @@ class FPrint(GraphActorCritic):
     def encode_obs(self, obs: torch.Tensor) -> torch.Tensor:
         return F.relu(self.obs_fc(self.with_neighbours(obs)))
 
-    def lstm_input(self, x: torch.Tensor, state: AgentState) -> torch.Tensor:
-        p = self.neighbours.zero_isolated(F.relu(self.fp_fc(self.neighbours(state.fp))))
-        return torch.cat([x, p], dim=-1)
+    def message_layers(self, steps: int, batch: int) -> dict[str, StepLinear]:
+        return {"fp": self.fp_fc.over_window(steps, batch, self.neighbours.mask)}
+
+    def messages(self, layers: dict[str, StepLinear], t: int, h: torch.Tensor, fp: torch.Tensor
+                 ) -> list[torch.Tensor]:
+        nb = self.neighbours
+        return [nb.zero_isolated_am(F.relu(layers["fp"](t, nb.gather_am(fp))))]

@@ -1,14 +1,13 @@
-"""Shared building blocks: per-agent linear layers and LSTM cells batched over an agent dimension, and the
-padded neighbour gather that turns "the neighbours' x" into one tensor op.
+"""Shared building blocks: per-agent linear layers and LSTM weights batched over an agent dimension, the
+padded neighbour gather that turns "the neighbours' x" into one tensor op, and `StepLinear`, which runs a
+layer step by step through a recurrent window at the cost of one plain matmul per step.
 
 Each agent owns its weights, stored stacked as one tensor with a leading agent axis, so a forward pass for all
-agents of all environments is one batched matmul instead of a Python loop over agent modules.
+agents of all environments is one batched matmul instead of a Python loop over agent modules. Inside the
+unroll, activations are agent-major ([N, B, F]) so these matmuls need no transposes.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -34,104 +33,87 @@ def agent_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> t
     return out.transpose(0, 1).reshape(*lead, n, -1)
 
 
-def _graph_task() -> int:
-    """Id of the backward pass now running (so pending pairs of two passes over one graph never mix)."""
-    return torch._C._current_graph_task_id()
+def agent_major_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Agent-major x [N, B, in] times per-agent weight [N, in, out] plus bias [N, out] (or one shared)."""
+    if weight.shape[0] == 1:
+        return x @ weight[0] + bias[0]
+    return torch.baddbmm(bias.unsqueeze(1), x, weight)
 
 
-class _Alias(torch.autograd.Function):
-    """Identity on the weight in forward; in backward, turns the window's pending (input, output-grad) pairs
-    into the weight gradient with one batched matmul. Autograd runs it only after every per-step use."""
+class _WindowWeightGrad(torch.autograd.Function):
+    """Identity on `base` [T, N, B, out] (what each step adds to its matmul output). Its gradient is therefore
+    every step's output gradient at once, and autograd runs this node only after all steps, so the weight
+    gradient is one batched matmul over the inputs the steps recorded in `inputs`."""
 
     @staticmethod
-    def forward(ctx, weight: torch.Tensor, window: WeightWindow) -> torch.Tensor:
-        ctx.window = window
+    def forward(ctx, weight: torch.Tensor, base: torch.Tensor, inputs: list[torch.Tensor],
+                slot_mask: torch.Tensor | None) -> torch.Tensor:
+        ctx.inputs = inputs
+        ctx.slot_mask = slot_mask
+        ctx.rows = weight.shape[0]
         ctx.set_materialize_grads(False)
-        return weight.view_as(weight)
+        return base.view_as(base)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: torch.Tensor | None) -> tuple[torch.Tensor | None, None]:
-        pairs = ctx.window.pending.pop(_graph_task(), [])
-        if not pairs:
-            return grad, None
-        xs = torch.cat([x for x, _ in pairs], dim=1)  # [R, sum M, in]
-        gs = torch.cat([g for _, g in pairs], dim=1)  # [R, sum M, out]
-        dw = torch.bmm(xs.transpose(1, 2), gs)
-        return (dw if grad is None else dw + grad), None
-
-
-class _StepMatmul(torch.autograd.Function):
-    """agent_matmul(x, weight, bias) for x [..., N, in] as one autograd node (the agent-major transposes
-    happen inside, on plain tensors), with the weight gradient deferred to `_Alias`."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, window: WeightWindow
-                ) -> torch.Tensor:
-        rows, n = weight.shape[0], x.shape[-2]
-        flat = x.reshape(1, -1, x.shape[-1]) if rows == 1 else x.reshape(-1, n, x.shape[-1]).transpose(0, 1)
-        ctx.save_for_backward(flat, weight)
-        ctx.window = window
-        ctx.x_shape = x.shape
-        ctx.set_materialize_grads(False)
-        out = torch.baddbmm(bias.unsqueeze(1), flat, weight)  # [R, M, out]
-        if rows == 1:
-            return out.reshape(*x.shape[:-1], -1)
-        return out.transpose(0, 1).reshape(*x.shape[:-1], -1)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: torch.Tensor | None) -> tuple[torch.Tensor | None, None, torch.Tensor | None, None]:
+    def backward(ctx, grad: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
         if grad is None:
             return None, None, None, None
-        flat, weight = ctx.saved_tensors
-        rows, n = weight.shape[0], ctx.x_shape[-2]
-        if rows == 1:
-            g = grad.reshape(1, -1, grad.shape[-1])
-        else:
-            g = grad.reshape(-1, n, grad.shape[-1]).transpose(0, 1)  # [N, M, out]
-        dx = None
+        dw = None
         if ctx.needs_input_grad[0]:
-            dflat = torch.bmm(g, weight.transpose(1, 2))
-            dx = dflat.reshape(ctx.x_shape) if rows == 1 else dflat.transpose(0, 1).reshape(ctx.x_shape)
-        if ctx.needs_input_grad[1]:
-            ctx.window.pending.setdefault(_graph_task(), []).append((flat, g))
-        dbias = g.sum(1) if ctx.needs_input_grad[2] else None
-        return dx, None, dbias, None
+            x = torch.stack(ctx.inputs)  # [T, N, B, in], same layout as grad
+            if ctx.slot_mask is not None:  # zero the padding slots, which the forward's weight ignored
+                n, d = ctx.slot_mask.shape[:2]
+                x = (x.view(*x.shape[:3], d, -1) * ctx.slot_mask.view(n, 1, d, 1)).view(x.shape)
+            if ctx.rows == 1:
+                xs, gs = x.reshape(1, -1, x.shape[-1]), grad.reshape(1, -1, grad.shape[-1])
+            else:
+                xs = x.transpose(0, 1).reshape(ctx.rows, -1, x.shape[-1])  # [N, T*B, in]
+                gs = grad.transpose(0, 1).reshape(ctx.rows, -1, grad.shape[-1])
+            dw = torch.bmm(xs.transpose(1, 2), gs)
+        return dw, grad, None, None
 
 
-class WeightWindow:
-    """One layer's weight over one unrolled window. Per-step matmuls with a small batch (one env: a
-    matrix-vector product per agent) would each write a full [N, in, out] outer product as the weight
-    gradient, plus its accumulation; that dominated the update. Here each step only stores its input and
-    output gradient, and the weight gradient is summed over the whole window in one bmm. Values and
-    gradients are unchanged up to float summation order."""
+class StepLinear:
+    """A per-agent (or shared) linear layer applied step by step over one window: step t maps x [N, B, in]
+    to x W + base[t]. `base` [T, N, B, out] is the bias, or a precomputed part of the output.
 
-    def __init__(self) -> None:
-        self.alias: torch.Tensor | None = None
-        self.pending: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    Per-step matmuls with one or few envs are tiny, so their cost is per-op overhead. Each step is therefore a
+    single baddbmm on the detached weight; the weight gradient is summed over the window in one bmm by
+    `_WindowWeightGrad` (a full [N, in, out] outer product per step would dominate the update otherwise).
 
-    def matmul(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """Same as `agent_matmul(x, weight, bias)`; falls back to it where no gradient is recorded."""
-        if not (torch.is_grad_enabled() and weight.requires_grad):
-            return agent_matmul(x, weight, bias)
-        if self.alias is None:
-            self.alias = _Alias.apply(weight, self)
-        return _StepMatmul.apply(x, self.alias, bias, self)
+    `slot_mask` [N, D, 1] marks which of the D equal input slots of each agent are real (a neighbour gather's
+    padding): the others are ignored, so they may hold anything finite. Over several steps the weight rows
+    are masked once; for a single step (acting) the smaller input is masked instead. Values and gradients
+    equal a plain per-step layer on zero-padded inputs up to float summation order."""
 
+    def __init__(self, weight: torch.Tensor, base: torch.Tensor, slot_mask: torch.Tensor | None = None) -> None:
+        self.record = torch.is_grad_enabled() and (weight.requires_grad or base.requires_grad)
+        self.weight = weight.detach() if self.record else weight  # [1 or N, in, out]
+        self.input_mask = None
+        if slot_mask is not None:
+            (n, d), (rows, width, out) = slot_mask.shape[:2], self.weight.shape
+            if base.shape[0] > 1:
+                masked = self.weight.view(rows, d, width // d, out) * slot_mask.view(n, d, 1, 1)
+                self.weight = masked.view(n, width, out)
+            else:
+                self.input_mask = slot_mask.view(n, 1, d, 1)
+        self.inputs: list[torch.Tensor] = []
+        if self.record:
+            base = _WindowWeightGrad.apply(weight, base, self.inputs, slot_mask)
+        self.base = base.unbind(0)  # one node whose backward stacks all steps' gradients (t-indexing would not)
 
-@contextmanager
-def deferred_weight_grads(model: nn.Module) -> Iterator[None]:
-    """Within the block, every per-agent layer of `model` defers its weight gradient to one batched matmul
-    per window (see `WeightWindow`); use it around a recurrent unroll that runs the layers step by step."""
-    layers = [m for m in model.modules() if isinstance(m, (AgentLinear, AgentLSTMCell))]
-    for layer in layers:
-        layer.window = WeightWindow()
-    try:
-        yield
-    finally:
-        for layer in layers:
-            layer.window = None
+    def __call__(self, t: int, x: torch.Tensor) -> torch.Tensor:
+        if self.input_mask is not None:
+            x = (x.view(*x.shape[:2], self.input_mask.shape[2], -1) * self.input_mask).view(x.shape)
+        if self.record:  # detached: a graph-holding input would close a cycle through this window's node
+            self.inputs.append(x.detach())
+        base = self.base[t]
+        if self.weight.shape[0] == 1:
+            n, b = x.shape[0], x.shape[1]
+            out = torch.baddbmm(base.reshape(1, n * b, -1), x.reshape(1, n * b, -1), self.weight)
+            return out.view(n, b, -1)
+        return torch.baddbmm(base, x, self.weight)
 
 
 class AgentLinear(nn.Module):
@@ -143,21 +125,29 @@ class AgentLinear(nn.Module):
     def __init__(self, n_agents: int, in_features: int, out_features: int, shared: bool = False) -> None:
         super().__init__()
         rows = 1 if shared else n_agents
+        self.n_agents = n_agents
         self.weight = nn.Parameter(torch.empty(rows, in_features, out_features))
         self.bias = nn.Parameter(torch.zeros(rows, out_features))
         _orthogonal_(self.weight)
 
-    window: WeightWindow | None = None  # set by `deferred_weight_grads` during an unroll
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.window is not None:
-            return self.window.matmul(x, self.weight, self.bias)
         return agent_matmul(x, self.weight, self.bias)
+
+    def over_window(self, steps: int, batch: int, slot_mask: torch.Tensor | None = None) -> StepLinear:
+        """This layer as a `StepLinear` for a window of `steps` steps of `batch` envs (agent-major)."""
+        rows, out = self.bias.shape
+        base = self.bias.view(1, rows, 1, out).expand(steps, self.n_agents, batch, out)
+        return StepLinear(self.weight, base, slot_mask)
+
+    def agent_major(self, x: torch.Tensor) -> torch.Tensor:
+        """x [N, B, in] -> [N, B, out] (agent-major)."""
+        return agent_major_matmul(x, self.weight, self.bias)
 
 
 class AgentLSTMCell(nn.Module):
-    """One LSTM step for every agent at once (gate order i, f, g, o); input and recurrent weights are stored
-    stacked in one matrix so a step is a single batched matmul over [x, h]."""
+    """LSTM weights for every agent (gate order i, f, g, o); input and recurrent weights are stored stacked
+    in one matrix [x rows; h rows], so the part of the gates that depends on the input alone can be computed
+    for a whole window at once, and a step is a single batched matmul over the rest."""
 
     def __init__(self, n_agents: int, in_features: int, hidden: int, shared: bool = False) -> None:
         super().__init__()
@@ -169,24 +159,23 @@ class AgentLSTMCell(nn.Module):
         self.weight = nn.Parameter(weight)
         self.bias = nn.Parameter(torch.zeros(rows, 4 * hidden))
 
-    window: WeightWindow | None = None  # set by `deferred_weight_grads` during an unroll
+    def agent_major(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step from the whole input x [N, B, in] and the state h, c [N, B, H] (agent-major)."""
+        return self.cell(agent_major_matmul(torch.cat([x, h], dim=-1), self.weight, self.bias), c)
 
-    def forward(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        xh = torch.cat([x, h], dim=-1)
-        if self.window is not None:
-            gates = self.window.matmul(xh, self.weight, self.bias)
-        else:
-            gates = agent_matmul(xh, self.weight, self.bias)
+    @staticmethod
+    def cell(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The new (h, c) from the pre-activation gates [..., 4H] and the previous c."""
         i, f, g, o = gates.chunk(4, dim=-1)
         c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h_new = torch.sigmoid(o) * torch.tanh(c_new)
-        return h_new, c_new
+        return torch.sigmoid(o) * torch.tanh(c_new), c_new
 
 
 class NeighbourGather(nn.Module):
     """x [..., N, F] -> [..., N, D*F]: agent i's row holds x_j of its neighbours j (sorted), zero-padded to the
-    largest degree D; `mean` gives the neighbourhood average instead. The graph lives in buffers, so it
-    travels with the model's state and device."""
+    largest degree D; `mean` gives the neighbourhood average instead. The `*_am` variants take agent-major
+    x [N, B, F] and leave the padding slots unzeroed (the `StepLinear` reading them ignores them, given
+    `mask`). The graph lives in buffers, so it travels with the model's state and device."""
 
     def __init__(self, adjacency: np.ndarray) -> None:
         super().__init__()
@@ -206,6 +195,9 @@ class NeighbourGather(nn.Module):
         self.register_buffer("mask", torch.from_numpy(mask).unsqueeze(-1))  # [N, D, 1]
         self.register_buffer("has_neighbours", torch.from_numpy((degree > 0).astype(np.float32))[:, None])
         self.register_buffer("inv_degree", torch.from_numpy(1.0 / np.maximum(degree, 1.0))[:, None].float())
+        # mask / degree per slot, for the agent-major mean (derived, so not part of checkpoints)
+        weights = mask / np.maximum(degree, 1.0)[:, None]
+        self.register_buffer("mean_weights", torch.from_numpy(weights[:, :, None, None]), persistent=False)
 
     def padded(self, x: torch.Tensor) -> torch.Tensor:
         """[..., N, F] -> [..., N, D, F], zeros in the padding slots."""
@@ -216,11 +208,24 @@ class NeighbourGather(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.padded(x).flatten(-2)
 
+    def gather_am(self, x: torch.Tensor) -> torch.Tensor:
+        """Agent-major [N, B, F] -> [N, B, D*F], padding slots unspecified (finite)."""
+        n, b, f = x.shape
+        picked = x.index_select(0, self.index)  # [N*D, B, F]
+        if b == 1:  # already [N, 1, D*F] in memory; skipping the reshapes saves ops in both passes
+            return picked.view(n, 1, self.width * f)
+        return picked.view(n, self.width, b, f).transpose(1, 2).reshape(n, b, self.width * f)
+
+    def mean_am(self, x: torch.Tensor) -> torch.Tensor:
+        """Agent-major [N, B, F] -> [N, B, F]: the neighbourhood average (zero for an isolated agent)."""
+        n, b, f = x.shape
+        return (x.index_select(0, self.index).view(n, self.width, b, f) * self.mean_weights).sum(1)
+
     def zero_isolated(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., N, F] with the rows of agents without neighbours zeroed (their message is empty); the
         multiplication is skipped on graphs with no isolated agent, where it would be by one."""
         return x * self.has_neighbours if self.any_isolated else x
 
-    def mean(self, x: torch.Tensor) -> torch.Tensor:
-        """[..., N, F] -> [..., N, F]: average over the neighbours (zero for an isolated agent)."""
-        return self.padded(x).sum(dim=-2) * self.inv_degree
+    def zero_isolated_am(self, x: torch.Tensor) -> torch.Tensor:
+        """`zero_isolated` for agent-major x [N, B, F]."""
+        return x * self.has_neighbours.unsqueeze(-1) if self.any_isolated else x

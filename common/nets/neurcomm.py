@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from common.nets.base import AgentState, GraphActorCritic
+from common.nets.base import GraphActorCritic
+from common.nets.layers import StepLinear
 
 
 class NeurComm(GraphActorCritic):
@@ -25,8 +26,14 @@ class NeurComm(GraphActorCritic):
     def encode_obs(self, obs: torch.Tensor) -> torch.Tensor:
         return F.relu(self.obs_fc(self.with_neighbours(obs)))
 
-    def lstm_input(self, x: torch.Tensor, state: AgentState) -> torch.Tensor:
+    def message_layers(self, steps: int, batch: int) -> dict[str, StepLinear]:
         nb = self.neighbours
-        p = nb.zero_isolated(F.relu(self.fp_fc(nb(state.fp))))
-        m = nb.zero_isolated(F.relu(self.msg_fc(nb(state.h))))
-        return torch.cat([x, p, m], dim=-1)
+        return {"fp": self.fp_fc.over_window(steps, batch, nb.mask),
+                "msg": self.msg_fc.over_window(steps, batch, nb.mask)}
+
+    def messages(self, layers: dict[str, StepLinear], t: int, h: torch.Tensor, fp: torch.Tensor
+                 ) -> list[torch.Tensor]:
+        nb = self.neighbours
+        p = nb.zero_isolated_am(F.relu(layers["fp"](t, nb.gather_am(fp))))
+        m = nb.zero_isolated_am(F.relu(layers["msg"](t, nb.gather_am(h))))
+        return [p, m]
