@@ -6,6 +6,11 @@ control socket only through a DEALER: hello, get_weights (answered at once at st
 wait; in sync mode with ``min_version`` = the next version, answered when that version exists), and a
 heartbeat about every second. If the learner stays silent it reconnects with exponential backoff, and
 after `timeout_s` without any reply it gives up with `LearnerGone`.
+
+In async mode the actor never waits: it also subscribes to the learner's PUB weights socket, and between
+rollouts it applies the newest broadcast version and reads heartbeat replies and stop without blocking
+(`_AsyncLink`); the initial weights still come from get_weights, so a slow-joining subscription loses
+nothing.
 """
 
 from __future__ import annotations
@@ -24,9 +29,12 @@ from actor.rollout import RolloutCollector
 from common import wire
 from common.config import Config
 from common.nets import build_model
+from common.rollout import Rollout
 from common.seeding import seed_everything
+from common.timers import StageTimer
 
 HEARTBEAT_S = 1.0
+ASYNC_SILENT_S = 5.0  # async: a learner silent this long is waited for (and given up on after the timeout)
 
 
 class LearnerGone(RuntimeError):
@@ -101,6 +109,88 @@ class _Control:
             self.sock.close(linger=0)
 
 
+class _AsyncLink:
+    """Async mode's non-blocking link to the learner: the newest weights from its PUB socket, heartbeats and
+    stop on the control socket, and a get_weights fallback when the broadcast fell more than max_lag versions
+    behind the learner (a subscription that missed messages while joining: the slow-joiner problem)."""
+
+    def __init__(self, ctx: zmq.Context, control: _Control, address: str, max_lag: int, log: logging.Logger,
+                 max_msg_bytes: int) -> None:
+        self.control, self.max_lag, self.log = control, max_lag, log
+        self.sub = ctx.socket(zmq.SUB)
+        wire.configure_socket(self.sub, max_msg_bytes, 4)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.connect(address)
+        self.learner_version = 0  # the newest version any learner message has announced
+        self.asked = False  # a get_weights fallback is outstanding
+        self.last_heard = time.monotonic()
+        self.next_beat = 0.0
+        self.from_broadcast = 0
+        self.fetched = 0
+
+    def _apply(self, msg: wire.Message, model: torch.nn.Module, shapes: dict[str, tuple[int, ...]],
+               version: int) -> int:
+        self.learner_version = max(self.learner_version, msg.weight_version)
+        if msg.type != wire.WEIGHTS or msg.weight_version <= version:
+            return version
+        try:
+            return _load(model, msg, shapes)
+        except wire.WireError as exc:
+            self.log.warning("ignored weights version %d (%s): %s", msg.weight_version, exc.reason,
+                             exc.detail[:200])
+            return version
+
+    def refresh(self, model: torch.nn.Module, shapes: dict[str, tuple[int, ...]], version: int) -> int:
+        """Heartbeat if due, read what has arrived without waiting, apply the newest weights; return the
+        version now loaded. Raises StopRequested, or LearnerGone after a silent learner's timeout."""
+        now = time.monotonic()
+        if now >= self.next_beat:
+            self.control.send(wire.HEARTBEAT)
+            self.next_beat = now + HEARTBEAT_S
+        while self.control.sock.poll(0):
+            try:
+                msg = wire.decode(wire.recv(self.control.sock), expected_run_id=self.control.run_id)
+            except wire.WireError as exc:
+                self.log.warning("dropped a reply from the learner (%s): %s", exc.reason, exc.detail[:200])
+                continue
+            self.last_heard = time.monotonic()
+            if msg.type == wire.STOP:
+                raise StopRequested()
+            if msg.type == wire.WEIGHTS:
+                self.asked = False
+                before = version
+                version = self._apply(msg, model, shapes, version)
+                self.fetched += version != before
+            else:
+                self.learner_version = max(self.learner_version, msg.weight_version)
+        newest = None
+        while self.sub.poll(0):  # keep only the last (newest) broadcast
+            newest = wire.recv(self.sub)
+        if newest is not None:
+            try:
+                msg = wire.decode(newest, expected_run_id=self.control.run_id)
+            except wire.WireError as exc:
+                self.log.warning("dropped a weights broadcast (%s): %s", exc.reason, exc.detail[:200])
+            else:
+                before = version
+                version = self._apply(msg, model, shapes, version)
+                self.from_broadcast += version != before
+        if self.learner_version - version > self.max_lag and not self.asked:
+            self.log.info("weights broadcast is behind (have %d, learner at %d); fetching the current weights",
+                          version, self.learner_version)
+            self.control.send(wire.GET_WEIGHTS, {"min_version": 0})
+            self.asked = True
+        if time.monotonic() - self.last_heard > ASYNC_SILENT_S:
+            # wait for a heartbeat reply: reconnects with backoff, raises LearnerGone after the timeout
+            reply = self.control.request(wire.HEARTBEAT, None, wire.HEARTBEAT)
+            self.last_heard, self.asked = time.monotonic(), False
+            self.learner_version = max(self.learner_version, reply.weight_version)
+        return version
+
+    def close(self) -> None:
+        self.sub.close(linger=0)
+
+
 def run_actor(cfg: Config, learner: str, actor_id: int, run_id: str, log: logging.Logger,
               timeout_s: float = 15.0, max_msg_bytes: int = 64 << 20, max_rollouts: int | None = None) -> int:
     """Serve as actor `actor_id` until the learner says stop (return 0); raise LearnerGone if it vanishes."""
@@ -116,10 +206,14 @@ def run_actor(cfg: Config, learner: str, actor_id: int, run_id: str, log: loggin
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     collector = RolloutCollector(env, model, tc.n_steps, sampler)
     collector.reset(seed)
+    timers = StageTimer()  # per-stage seconds, sent as t_* in each rollout's meta
+    timers.wrap(env, "step", "simulate")
+    timers.wrap(collector, "_act", "infer")
     sender = f"actor-{actor_id}"
     ctx = zmq.Context()
     control = _Control(ctx, learner, run_id, sender, timeout_s, log, max_msg_bytes)
     push = None
+    link: _AsyncLink | None = None
     try:
         hello = control.request(wire.HELLO, {"actor": actor_id, "envs": E}, wire.HELLO)
         if hello.meta.get("config_digest") != config_digest(cfg):
@@ -129,30 +223,76 @@ def run_actor(cfg: Config, learner: str, actor_id: int, run_id: str, log: loggin
         push = ctx.socket(zmq.PUSH)
         wire.configure_socket(push, max_msg_bytes, 4)
         push.connect(str(hello.meta["rollout"]))
-        version = _load(model, control.request(wire.GET_WEIGHTS, {"min_version": 0}, wire.WEIGHTS), shapes)
+        if cfg.dist.mode == "async":  # subscribe before get_weights, so no later version is missed for long
+            link = _AsyncLink(ctx, control, str(hello.meta["weights"]), cfg.dist.max_policy_lag, log,
+                              max_msg_bytes)
+            push.setsockopt(zmq.SNDTIMEO, int(1000 * timeout_s))  # a learner gone can't block us forever
+        first = _continue_streams(hello, collector, sampler, seed, log, sender)
+        version = _load(model, control.request(wire.GET_WEIGHTS, {"min_version": first}, wire.WEIGHTS), shapes)
         log.info("%s: %d envs, seed %d, weights version %d from %s", sender, E, seed, version, learner)
+        timers.restart()
         sent = 0
         while max_rollouts is None or sent < max_rollouts:
             rollout, stats = collector.collect(version)
             returns = stats["episode_returns"]
             meta = {"actor": actor_id, "episodes": len(returns), "episode_return_sum": float(np.sum(returns)),
                     "violations": int(round(stats["violation_rate"] * rollout.rewards.size)),
-                    "diverged": int(stats["diverged"])}
-            wire.send(push, wire.Message(type=wire.ROLLOUT, run_id=run_id, sender=sender, seq=sent,
-                                         weight_version=version, meta=meta, arrays=rollout.arrays()))
+                    "diverged": int(stats["diverged"]), "episodes_done": int(collector.episodes_done.max()),
+                    "at_boundary": collector.at_episode_boundary}
+            meta.update(timers.totals("t_"))
+            with timers.stage("send"):
+                wire.send(push, wire.Message(type=wire.ROLLOUT, run_id=run_id, sender=sender, seq=sent,
+                                             weight_version=version, meta=meta, arrays=_with_sampler(rollout, sampler)))
             sent += 1
+            if link is not None:  # async: never wait, act on with the newest weights that have arrived
+                with timers.stage("load"):
+                    version = link.refresh(model, shapes, version)
+                continue
             control.send(wire.HEARTBEAT)
-            reply = control.request(wire.GET_WEIGHTS, {"min_version": version + 1}, wire.WEIGHTS)
-            version = _load(model, reply, shapes)
+            with timers.stage("wait"):
+                reply = control.request(wire.GET_WEIGHTS, {"min_version": version + 1}, wire.WEIGHTS)
+            with timers.stage("load"):
+                version = _load(model, reply, shapes)
         return 0
     except StopRequested:
         log.info("%s: stop received after version %s; exiting", sender, locals().get("version"))
+        if link is not None:
+            log.info("%s: %d weight versions applied from the broadcast, %d fetched on request", sender,
+                     link.from_broadcast, link.fetched)
         return 0
+    except zmq.Again as exc:  # async: the rollout could not be handed over within the timeout
+        raise LearnerGone(f"learner at {learner} took no rollout for {timeout_s:.1f} s; giving up") from exc
     finally:
+        if link is not None:
+            link.close()
         control.close()
         if push is not None:
             push.close(linger=500)
         ctx.term()
+
+
+def _continue_streams(hello: wire.Message, collector: RolloutCollector, sampler: torch.Generator, seed: int,
+                      log: logging.Logger, sender: str) -> int:
+    """Apply the learner's record of this actor (episode counter and sampler state after its last accepted
+    rollout), so a restarted or resumed actor continues its seed streams; return the first weight version
+    to act with (``next_version``: past a version whose rollout the learner already holds)."""
+    episodes = hello.meta.get("episodes_done")
+    state = hello.arrays.get(wire.SAMPLER_STATE)
+    if isinstance(episodes, int) and not isinstance(episodes, bool) and episodes > 0:
+        collector.reset(seed, np.full(collector.env.n_envs, episodes, dtype=np.int64))
+        log.info("%s: continuing at episode %d of its seed stream", sender, episodes)
+    if state is not None:
+        try:
+            sampler.set_state(torch.from_numpy(np.array(state, dtype=np.uint8)))
+        except RuntimeError as exc:
+            log.warning("%s: the learner's sampler state does not fit (%s); keeping a fresh one", sender, exc)
+    first = hello.meta.get("next_version", 0)
+    return first if isinstance(first, int) and not isinstance(first, bool) and first >= 0 else 0
+
+
+def _with_sampler(rollout: Rollout, sampler: torch.Generator) -> dict[str, np.ndarray]:
+    """The rollout's arrays plus the sampler state after the window (checkpointed by the learner)."""
+    return {**rollout.arrays(), wire.SAMPLER_STATE: sampler.get_state().numpy()}
 
 
 def _load(model: torch.nn.Module, msg: wire.Message, shapes: dict[str, tuple[int, ...]]) -> int:

@@ -88,6 +88,9 @@ class TrainConfig:
     checkpoint_every: int = _opt(50_000, "environment steps between checkpoints (one is also written at the "
                                  "end)", low=1)
     log_every: int = _opt(10, "updates between progress lines in the log", low=1)
+    vtrace_rho_clip: float = _opt(1.0, "async mode: V-trace clip rho-bar of the importance weights in the "
+                                  "targets and policy gradient", low=0.0)
+    vtrace_c_clip: float = _opt(1.0, "async mode: V-trace clip c-bar of the trace-cutting weights", low=0.0)
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,10 @@ class DistConfig:
     control_port: int = _opt(5557, "learner's ROUTER port for control messages", low=1, high=65535)
     max_policy_lag: int = _opt(2, "async mode: oldest weight version (in updates) a rollout may come from",
                                low=0)
+    batch_rollouts: int = _opt(0, "async mode: rollouts per update, whichever actors sent them (0 = "
+                               "dist.actors)", low=0)
+    learner_delay_s: float = _opt(0.0, "testing aid: the learner sleeps this long before every update, "
+                                  "emulating a slow learner (async lag then grows)", low=0.0)
 
 
 @dataclass(frozen=True)

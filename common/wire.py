@@ -37,6 +37,10 @@ h0, c0     [E,N,H]     float32  LSTM state before step 0 (only when the spec has
 fp0        [E,N,F]     float32  policy fingerprint before step 0 (only when the spec has ``fp_dim``)
 =========  ==========  =======  ==========================================================
 
+A rollout may also carry ``sampler_state`` (1-D uint8, at most `MAX_SAMPLER_STATE_BYTES`): the actor's
+action-sampling RNG state after the window, which the learner checkpoints so a resumed or restarted actor
+continues the same random stream.
+
 The header's ``weight_version`` of a rollout is the weight version that acted; of a weights message, the
 version being published.
 """
@@ -423,6 +427,10 @@ class RolloutSpec:
         return out
 
 
+# Optional rollout array: the actor's sampler state after the window (see the module docstring).
+SAMPLER_STATE = "sampler_state"
+MAX_SAMPLER_STATE_BYTES = 1 << 16
+
 _AXIS_NAMES = {"obs": "TENO", "actions": "TEN", "rewards": "TEN", "dones": "TE", "starts": "TE",
                "values": "TEN", "logp": "TEN", "bootstrap": "EN", "h0": "ENH", "c0": "ENH", "fp0": "ENF"}
 _AXIS_WORDS = {"T": "steps", "E": "envs", "N": "agents", "O": "obs width", "H": "hidden width",
@@ -454,9 +462,16 @@ def validate_rollout(msg: Message, spec: RolloutSpec) -> None:
     missing = [name for name in layout if name not in arrays]
     if missing:
         raise WireError("missing_array", f"rollout lacks {missing}")
-    extra = [name for name in arrays if name not in layout]
+    extra = [name for name in arrays if name not in layout and name != SAMPLER_STATE]
     if extra:
         raise WireError("unexpected_array", f"rollout has unknown arrays {extra[:8]}")
+    if SAMPLER_STATE in arrays:
+        state = arrays[SAMPLER_STATE]
+        if state.dtype != ALLOWED_DTYPES["uint8"]:
+            raise WireError("bad_dtype", f"{SAMPLER_STATE} must be uint8, got {state.dtype}")
+        if state.ndim != 1 or not 0 < state.size <= MAX_SAMPLER_STATE_BYTES:
+            raise WireError("bad_shape", f"{SAMPLER_STATE} must be 1-D with 1..{MAX_SAMPLER_STATE_BYTES} "
+                            f"bytes, got shape {list(state.shape)}")
     for name, (shape, dtype_name) in layout.items():
         arr = arrays[name]
         if arr.dtype != ALLOWED_DTYPES[dtype_name]:

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +33,18 @@ class TrainingFailed(RuntimeError):
 
 
 def build_learner(cfg: Config, out_dir: str | Path, run_id: str, free_ports: bool = False, echo: bool = False,
-                  watch_parent: bool = False) -> Any:
-    """Seed, build the model as the reference trainer does, write config.toml, bind the learner's sockets."""
+                  watch_parent: bool = False, resume: bool = False) -> Any:
+    """Seed, build the model as the reference trainer does, write config.toml, bind the learner's sockets;
+    with `resume`, continue from RUN/checkpoints/latest.pt (model, optimiser, counters, actors' streams)."""
     from actor.envs import make_vec_env
     from common.nets import build_model
     from common.seeding import seed_everything
     from launch.local_trainer import METRIC_FIELDS, _device, _provenance
+    from learner.checkpoint import load_checkpoint
     from learner.service import LearnerService, torch_threads
 
     out = Path(out_dir)
-    if (out / "checkpoints" / "latest.pt").exists():
-        raise InputError(f"{out} already holds a run; choose another --out (resume of distributed runs is "
-                         "not implemented yet)")
+    latest = _check_resume(out, resume)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.toml").write_text(config_mod.dumps(cfg, header=_provenance()))
     torch_threads()
@@ -51,8 +52,21 @@ def build_learner(cfg: Config, out_dir: str | Path, run_id: str, free_ports: boo
     device = _device(cfg)
     env = make_vec_env(cfg.env, 1)
     model = build_model(cfg.model, env.adjacency, env.obs_dim, env.n_actions).to(device)
-    return LearnerService(cfg, model, out, run_id, METRIC_FIELDS, free_ports=free_ports, echo=echo,
-                          watch_parent=watch_parent)
+    service = LearnerService(cfg, model, out, run_id, METRIC_FIELDS, free_ports=free_ports, echo=echo,
+                             watch_parent=watch_parent)
+    if resume:
+        service.restore(load_checkpoint(latest))
+    return service
+
+
+def _check_resume(out: Path, resume: bool) -> Path:
+    """RUN/checkpoints/latest.pt, after refusing a fresh run over an old one and a resume without one."""
+    latest = out / "checkpoints" / "latest.pt"
+    if latest.exists() and not resume:
+        raise InputError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and not latest.exists():
+        raise InputError(f"--resume: no checkpoint at {latest}")
+    return latest
 
 
 def _tail(path: Path, lines: int = 8) -> str:
@@ -86,11 +100,14 @@ def _stop(procs: list[subprocess.Popen], grace_s: float = 3.0) -> None:
 
 
 def run_distributed(cfg: Config, out_dir: str | Path, echo: bool = False, actor_timeout_s: float = 15.0,
-                    start_timeout_s: float = 120.0) -> dict[str, Any]:
-    """Train with a learner and cfg.dist.actors actor processes; return the learner's summary."""
+                    start_timeout_s: float = 120.0, resume: bool = False,
+                    progress: Callable[[dict[str, str]], None] | None = None) -> dict[str, Any]:
+    """Train with a learner and cfg.dist.actors actor processes; return the learner's summary.
+    `progress` gets every row the learner appends to metrics.csv (tailed while supervising)."""
+    from launch.progress import MetricsTail
+
     out = Path(out_dir)
-    if (out / "checkpoints" / "latest.pt").exists():
-        raise InputError(f"{out} already holds a run; choose another --out")
+    _check_resume(out, resume)
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log = setup_logging(logs / "supervisor.log", "supervisor", echo=echo)
@@ -112,7 +129,7 @@ def run_distributed(cfg: Config, out_dir: str | Path, echo: bool = False, actor_
     restarts = dict.fromkeys(range(cfg.dist.actors), 0)
     try:
         learner = spawn("learner", ["learner", "-c", str(cfg_path), "--out", str(out), "--run-id", run_id,
-                                    "--free-ports", "--watch-parent"])
+                                    "--free-ports", "--watch-parent"] + ["--resume"] * resume)
         procs.append(learner)
         deadline = time.monotonic() + start_timeout_s
         while not endpoints.exists():
@@ -129,10 +146,18 @@ def run_distributed(cfg: Config, out_dir: str | Path, echo: bool = False, actor_
                                              "--run-id", run_id, "--out", str(out),
                                              "--timeout", str(actor_timeout_s)])
             procs.append(actors[k])
+            log.info("actor %d started (pid %d)", k, actors[k].pid)
 
         for k in range(cfg.dist.actors):
             start_actor(k)
+        tail = MetricsTail(out / "metrics.csv")
+
+        def feed() -> None:
+            for row in tail.read() if progress is not None else ():
+                progress(row)
+
         while True:
+            feed()
             rc = learner.poll()
             if rc is not None:
                 if rc != 0:
@@ -151,6 +176,7 @@ def run_distributed(cfg: Config, out_dir: str | Path, echo: bool = False, actor_
                 start_actor(k)
                 log.info("restarted actor %d (restart %d)", k, restarts[k])
             time.sleep(0.1)
+        feed()
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline and any(p.poll() is None for p in actors.values()):
             time.sleep(0.05)
@@ -162,6 +188,8 @@ def run_distributed(cfg: Config, out_dir: str | Path, echo: bool = False, actor_
         raise
     finally:
         _stop(procs)
+        for k, p in sorted(actors.items()):
+            log.info("actor %d (pid %d) ended with %s", k, p.pid, _describe(p.returncode))
         endpoints.unlink(missing_ok=True)
 
 

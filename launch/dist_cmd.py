@@ -21,16 +21,17 @@ from launch.errors import exit_on_user_error
 @click.option("--run-id", help="run id every message must carry (default: generated, printed)")
 @click.option("--free-ports", is_flag=True, help="bind free ports instead of dist.*_port (see endpoints.json)")
 @click.option("--watch-parent", is_flag=True, hidden=True, help="stop when the launching process is gone")
+@click.option("--resume", is_flag=True, help="continue the run in --out from its latest checkpoint")
 @exit_on_user_error
 def learner(config_path: str, out_dir: str, steps: int | None, overrides: tuple[str, ...], run_id: str | None,
-            free_ports: bool, watch_parent: bool) -> None:
+            free_ports: bool, watch_parent: bool, resume: bool) -> None:
     """Run the learner service: bind rollout/weights/control sockets and train."""
     from launch.dist import build_learner
 
     extra = list(overrides) + ([f"train.steps={steps}"] if steps is not None else [])
     cfg = load_config(config_path, extra)
     run_id = run_id or f"{Path(out_dir).name or 'run'}-{secrets.token_hex(4)}"
-    service = build_learner(cfg, out_dir, run_id, free_ports=free_ports, watch_parent=watch_parent)
+    service = build_learner(cfg, out_dir, run_id, free_ports=free_ports, watch_parent=watch_parent, resume=resume)
     try:
         service.write_endpoints(Path(out_dir) / "endpoints.json")
         click.echo(json.dumps({"run_id": run_id, **service.endpoints}), err=True)

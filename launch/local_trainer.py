@@ -12,6 +12,7 @@ import csv
 import platform
 import subprocess
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -29,27 +30,14 @@ from common.errors import InputError
 from common.logs import setup_logging
 from common.nets import build_model
 from common.seeding import rng_state, seed_everything, set_rng_state
+from common.tb import TB_GROUPS, log_scalars  # noqa: F401 (TB_GROUPS re-exported)
 from learner.checkpoint import load_checkpoint, save_checkpoint
 from learner.update import learning_rate, make_optimizer, set_learning_rate, update
 
 METRIC_FIELDS = ("update", "env_steps", "wall_s", "lr", "reward_mean", "episode_return", "episodes",
                  "violation_rate", "diverged", "loss", "policy_loss", "value_loss", "entropy", "grad_norm",
                  "policy_lag")
-# TensorBoard group of each metrics.csv column (architecture.md, "Run directory"); "update" and "env_steps"
-# are the axes, env_steps being the global step.
-TB_GROUPS = {"reward_mean": "charts", "episode_return": "charts", "episodes": "charts",
-             "violation_rate": "charts", "diverged": "charts", "lr": "charts",
-             "loss": "losses", "policy_loss": "losses", "value_loss": "losses", "entropy": "losses",
-             "grad_norm": "losses", "update": "system", "wall_s": "system", "policy_lag": "system"}
-
-
-def log_scalars(tb: SummaryWriter, row: dict[str, Any], step: int) -> None:
-    """Write one metrics.csv row to TensorBoard under the same names, skipping empty cells (no episode
-    ended in this window)."""
-    for name, group in TB_GROUPS.items():
-        value = row.get(name, "")
-        if value != "" and value is not None:
-            tb.add_scalar(f"{group}/{name}", float(value), step)
+# TensorBoard groups and the row writer live in common.tb, shared with the learner service.
 
 
 def _provenance() -> str:
@@ -75,7 +63,8 @@ def _device(cfg: Config) -> torch.device:
     return torch.device(cfg.train.device)
 
 
-def train_local(cfg: Config, out_dir: str | Path, resume: bool = False, echo: bool = False) -> dict[str, Any]:
+def train_local(cfg: Config, out_dir: str | Path, resume: bool = False, echo: bool = False,
+                progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train until cfg.train.steps environment steps; return a small summary. With `resume`, continue from
     out_dir/checkpoints/latest.pt (bit-identical to an uninterrupted run when checkpoints fall on episode
     boundaries, as with the default n_steps = episode_steps)."""
@@ -165,6 +154,8 @@ def train_local(cfg: Config, out_dir: str | Path, resume: bool = False, echo: bo
                 "entropy": stats["entropy"], "grad_norm": stats["grad_norm"], "policy_lag": 0}
             writer.writerow(row)
             log_scalars(tb, row, env_steps)
+            if progress is not None:  # e.g. launch.progress.Progress.update
+                progress(row)
             if updates % tc.log_every == 0:
                 metrics_fh.flush()
                 tb.flush()

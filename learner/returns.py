@@ -1,5 +1,6 @@
-"""Learning rewards and targets: spatial discount over the agent graph, scaling and clipping, n-step returns
-and GAE. Shapes: rewards/values [T, B, N], dones [T, B], bootstrap [B, N]; everything is torch and pure."""
+"""Learning rewards and targets: spatial discount over the agent graph, scaling and clipping, n-step returns,
+GAE and V-trace (async mode). Shapes: rewards/values [T, B, N], dones [T, B], bootstrap [B, N]; everything
+is torch and pure."""
 
 from __future__ import annotations
 
@@ -60,3 +61,33 @@ def targets(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, bo
         return returns, returns - values
     advantages, returns = gae(rewards, values, dones, bootstrap, gamma, lam)
     return returns, advantages
+
+
+def vtrace(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, bootstrap: torch.Tensor,
+           log_ratio: torch.Tensor, gamma: float, rho_clip: float = 1.0, c_clip: float = 1.0,
+           lam: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """V-trace targets v_s and policy-gradient advantages for off-policy windows (IMPALA, Espeholt et al.).
+
+    `log_ratio` = log pi(a_t) - log mu(a_t) per agent, [T, B, N] (pi the learner's policy, mu the acting
+    one); rho_t = min(rho_clip, pi/mu), c_t = lam * min(c_clip, pi/mu). With delta_t = rho_t (r_t +
+    gamma (1 - done_t) V_{t+1} - V_t) and V_T = v_T = bootstrap, backwards:
+    v_s = V_s + delta_s + gamma (1 - done_s) c_s (v_{s+1} - V_{s+1}), and the advantage is
+    rho_s (r_s + gamma (1 - done_s) v_{s+1} - V_s).
+
+    On-policy (log_ratio = 0, clips >= 1, lam = 1) the V terms telescope: v_s = r_s + gamma (1 - done_s)
+    v_{s+1}, exactly the n-step return R_s of `nstep_returns` whatever V is, and the advantage is R_s - V_s.
+    """
+    ratio = torch.exp(log_ratio)
+    rho = ratio.clamp(max=rho_clip)
+    c = lam * ratio.clamp(max=c_clip)
+    discount = gamma * (~dones).to(rewards.dtype).unsqueeze(-1)
+    next_values = torch.cat([values[1:], bootstrap.unsqueeze(0)])
+    delta = rho * (rewards + discount * next_values - values)
+    vs_minus_v = torch.empty_like(rewards)
+    running = torch.zeros_like(bootstrap)
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        running = delta[t] + discount[t] * c[t] * running
+        vs_minus_v[t] = running
+    vs = vs_minus_v + values
+    next_vs = torch.cat([vs[1:], bootstrap.unsqueeze(0)])
+    return vs, rho * (rewards + discount * next_vs - values)

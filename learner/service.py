@@ -9,14 +9,23 @@ along the env axis in actor order, and runs the same `learner.update.update` as 
 actor's ``get_weights`` carrying ``meta.min_version`` is answered once that version exists, so actors
 wait for the next weights without relying on PUB/SUB delivery (no slow-joiner waits).
 
+Async mode: actors never wait; they act with the newest weights they have (from the PUB broadcast). A
+rollout is accepted when its lag (current version - its weight version) is at most
+``dist.max_policy_lag``, else dropped as "stale" (checked on arrival and again when it enters an update);
+every ``dist.batch_rollouts`` accepted rollouts (default one per actor), in arrival order, make one update
+corrected with V-trace (`learner.update.vtrace_losses`). Each update's mean and max lag go to metrics.csv
+(``policy_lag``, ``policy_lag_max``), as Sample Factory reports policy lag.
+
 This module imports only `common` and `learner`; `launch` builds the model and writes the run's config.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
+import random
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
@@ -32,10 +41,13 @@ from common.config import Config
 from common.logs import setup_logging
 from common.nets.base import GraphActorCritic
 from common.rollout import Rollout
+from common.tb import log_scalars
+from common.timers import StageTimer, from_meta
 from learner.checkpoint import save_checkpoint
 from learner.update import learning_rate, make_optimizer, set_learning_rate, update
 
 SENDER = "learner"
+_ROLLOUT_ARRAYS = frozenset(f.name for f in dataclasses.fields(Rollout)) - {"version"}
 SILENT_AFTER_S = 5.0  # an actor without any message for this long is reported (5 missed 1 s heartbeats)
 
 
@@ -63,19 +75,25 @@ class LearnerService:
     def __init__(self, cfg: Config, model: GraphActorCritic, out_dir: str | Path, run_id: str,
                  metric_fields: Sequence[str], free_ports: bool = False, echo: bool = False,
                  max_msg_bytes: int = 64 << 20, hwm: int = 64, watch_parent: bool = False) -> None:
-        if cfg.dist.mode != "sync":
-            raise NotImplementedError("only dist.mode = sync is implemented so far")
+        if cfg.dist.mode not in ("sync", "async"):
+            raise NotImplementedError(f"dist.mode = {cfg.dist.mode} is not implemented")
         self.cfg, self.model, self.run_id = cfg, model, run_id
         self.out = Path(out_dir)
         self.log = setup_logging(self.out / "logs" / "learner.log", "learner", echo=echo)
-        self.metric_fields = tuple(metric_fields)
+        self.metric_fields = tuple(metric_fields) + ("policy_lag_max",) * ("policy_lag_max" not in metric_fields)
         self.spec = rollout_spec(cfg, model)
         self.digest = config_digest(cfg)
         self.optimiser = make_optimizer(model, cfg.train)
         self.version = 0
         self.env_steps = 0
         self.dropped: Counter[str] = Counter()
+        self.timers = StageTimer()  # restarted at the first update; totals go to learner_stats.json
+        self.actor_timers: dict[int, dict[str, float]] = {}  # latest t_* totals each actor sent
         self.stop_requested = False
+        # actor id -> its continuation after its last accepted rollout: episodes_done, at_boundary, sampler_state
+        self.actor_state: dict[int, dict[str, Any]] = {}
+        self.resumed = False
+        self._best = -np.inf
         self._parent = os.getppid() if watch_parent else None  # a launcher gone -> stop, leave no orphan
         self._seq = 0
         self._ctx = zmq.Context()
@@ -91,6 +109,8 @@ class LearnerService:
         self._waiting: list[tuple[bytes, int]] = []  # deferred get_weights: (identity, min_version)
         self._pending: dict[int, Rollout] = {}       # sync: actor id -> rollout of the current version
         self._pending_stats: dict[int, dict[str, Any]] = {}
+        self._queue: deque[tuple[Rollout, dict[str, Any]]] = deque()  # async: accepted, in arrival order
+        self.lag_counts: Counter[int] = Counter()  # async: rollouts used in updates, by policy lag
         self._weights_cache: tuple[int, dict[str, np.ndarray]] | None = None
         self.log.info("run %s: bound %s", run_id, self.endpoints)
 
@@ -139,6 +159,9 @@ class LearnerService:
         if not isinstance(actor, int) or isinstance(actor, bool) or not 0 <= actor < self.cfg.dist.actors:
             self._drop("bad_actor", f"actor id {actor!r} from {msg.sender!r}", "rollout socket")
             return
+        if self.cfg.dist.mode == "async":
+            self._accept_async(msg, actor)
+            return
         if msg.weight_version != self.version:
             self._drop("stale", f"actor {actor} sent version {msg.weight_version}, current {self.version}",
                        "rollout socket")
@@ -146,9 +169,39 @@ class LearnerService:
         if actor in self._pending:
             self._drop("duplicate", f"second rollout of actor {actor} for version {self.version}", "rollout socket")
             return
-        arrays = {name: np.array(arr) for name, arr in msg.arrays.items()}  # own, writable copies
+        arrays = {name: np.array(arr) for name, arr in msg.arrays.items()  # own, writable copies
+                  if name != wire.SAMPLER_STATE}
+        self._record_actor(actor, msg)
         self._pending[actor] = Rollout(**arrays, version=msg.weight_version)
         self._pending_stats[actor] = dict(msg.meta)
+
+    def _accept_async(self, msg: wire.Message, actor: int) -> None:
+        """Queue a rollout whose policy lag is within dist.max_policy_lag; drop one from the future or too old."""
+        lag = self.version - msg.weight_version
+        if lag < 0:
+            self._drop("future_version", f"actor {actor} sent version {msg.weight_version}, current "
+                       f"{self.version}", "rollout socket")
+        elif lag > self.cfg.dist.max_policy_lag:
+            self._drop("stale", f"actor {actor} sent version {msg.weight_version}, current {self.version} "
+                       f"(lag {lag} > {self.cfg.dist.max_policy_lag})", "rollout socket")
+        else:
+            arrays = {name: np.array(arr) for name, arr in msg.arrays.items() if name in _ROLLOUT_ARRAYS}
+            self._queue.append((Rollout(**arrays, version=msg.weight_version), dict(msg.meta)))
+
+    def _take_async(self) -> tuple[list[Rollout], list[dict[str, Any]]] | None:
+        """The next async batch (dropping queued rollouts that went stale meanwhile), or None if too few."""
+        max_lag = self.cfg.dist.max_policy_lag
+        if any(self.version - r.version > max_lag for r, _ in self._queue):
+            for r, _ in self._queue:
+                if self.version - r.version > max_lag:
+                    self._drop("stale", f"a queued rollout of version {r.version} aged past lag {max_lag} "
+                               f"(current {self.version})", "rollout queue")
+            self._queue = deque(item for item in self._queue if self.version - item[0].version <= max_lag)
+        want = self.cfg.dist.batch_rollouts or self.cfg.dist.actors
+        if len(self._queue) < want:
+            return None
+        taken = [self._queue.popleft() for _ in range(want)]
+        return [r for r, _ in taken], [m for _, m in taken]
 
     def _on_control(self, identity: bytes, frames: list[memoryview]) -> None:
         try:
@@ -162,10 +215,12 @@ class LearnerService:
             self._silent.discard(identity)
             self.log.info("%s is heard again", msg.sender)
         if msg.type == wire.HELLO:
+            self._forget_old_connection(identity, msg.sender)
             self.log.info("hello from %s (%s)", msg.sender, msg.meta)
             meta = {"mode": self.cfg.dist.mode, "config_digest": self.digest, "rollout": self.endpoints["rollout"],
-                    "weights": self.endpoints["weights"]}
-            wire.send_routed(self._router, identity, self._message(wire.HELLO, meta))
+                    "weights": self.endpoints["weights"], **self._continuation(msg.meta.get("actor"))}
+            wire.send_routed(self._router, identity,
+                             self._message(wire.HELLO, meta, self._continuation_arrays(msg.meta.get("actor"))))
         elif msg.type == wire.HEARTBEAT:
             wire.send_routed(self._router, identity, self._message(wire.HEARTBEAT))
         elif msg.type == wire.GET_WEIGHTS:
@@ -218,14 +273,16 @@ class LearnerService:
                     identity, frames = wire.recv_routed(self._router, zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                self._on_control(identity, frames)
+                with self.timers.stage("control"):
+                    self._on_control(identity, frames)
         if self._pull in events:
             while True:
                 try:
                     frames = wire.recv(self._pull, zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                self._on_rollout(frames)
+                with self.timers.stage("receive"):
+                    self._on_rollout(frames)
         self._check_liveness()
 
     # ---------------------------------------------------------------------------------------------- training
@@ -233,41 +290,65 @@ class LearnerService:
     def run(self) -> dict[str, Any]:
         """Train until train.steps env steps (or a stop request); tell actors to stop; return a summary."""
         cfg, tc = self.cfg, self.cfg.train
-        metrics_fh = (self.out / "metrics.csv").open("w", newline="")
+        from torch.utils.tensorboard import SummaryWriter
+
+        metrics_path = self.out / "metrics.csv"
+        append = self.resumed and metrics_path.exists()  # a resumed run continues its rows
+        metrics_fh = metrics_path.open("a" if append else "w", newline="")
+        tb = SummaryWriter(log_dir=str(self.out / "tb"))
         writer = csv.DictWriter(metrics_fh, fieldnames=self.metric_fields, extrasaction="ignore")
-        writer.writeheader()
+        if not append:
+            writer.writeheader()
         start = time.perf_counter()
         recent: deque[float] = deque(maxlen=100)
-        best = -np.inf
-        next_ckpt = tc.checkpoint_every
+        best = self._best
+        next_ckpt = (self.env_steps // tc.checkpoint_every + 1) * tc.checkpoint_every
         recent_mean = float("nan")
         self._pub_weights()
         try:
             while self.env_steps < tc.steps and not self.stop_requested:
-                self.poll(100)
+                with self.timers.stage("poll"):  # includes receive and control, the rest is idle
+                    self.poll(100)
                 if self._parent is not None and os.getppid() != self._parent:
                     self.log.error("the launching process is gone; stopping")
                     break
-                if len(self._pending) < cfg.dist.actors:
-                    continue
-                batch = Rollout.concat([self._pending[k] for k in sorted(self._pending)])
-                stats = [self._pending_stats[k] for k in sorted(self._pending)]
-                self._pending, self._pending_stats = {}, {}
+                if cfg.dist.mode == "async":
+                    taken = self._take_async()
+                    if taken is None:
+                        continue
+                    parts, stats = taken
+                    lags = [self.version - r.version for r in parts]
+                    self.lag_counts.update(lags)
+                    batch = Rollout.concat(parts)
+                else:
+                    if len(self._pending) < cfg.dist.actors:
+                        continue
+                    batch = Rollout.concat([self._pending[k] for k in sorted(self._pending)])
+                    stats = [self._pending_stats[k] for k in sorted(self._pending)]
+                    self._pending, self._pending_stats = {}, {}
+                    lags = [0]
+                if cfg.dist.learner_delay_s > 0:
+                    time.sleep(cfg.dist.learner_delay_s)  # testing aid: a slow learner
+                self.actor_timers.update({int(s["actor"]): from_meta(s) for s in stats})
+                if self.version == 0:
+                    self.timers.restart()  # time the steady state, not the wait for actors to start
                 set_learning_rate(self.optimiser, learning_rate(tc, self.env_steps))
                 self.model.train()
-                out = update(self.model, self.optimiser, batch, tc)
+                with self.timers.stage("learn"):
+                    out = update(self.model, self.optimiser, batch, tc, off_policy=cfg.dist.mode == "async")
                 if not np.isfinite(out["loss"]):
                     raise FloatingPointError(f"non-finite loss at update {self.version}: {out}")
                 self.version += 1
                 self.env_steps += int(batch.rewards.shape[0] * batch.rewards.shape[1])
-                self._pub_weights()
-                self._answer_waiting()
+                with self.timers.stage("publish"):
+                    self._pub_weights()
+                    self._answer_waiting()
                 episodes = sum(int(s.get("episodes", 0)) for s in stats)
                 ep_sum = sum(float(s.get("episode_return_sum", 0.0)) for s in stats)
                 if episodes:
                     recent.extend([ep_sum / episodes] * episodes)
                     recent_mean = float(np.mean(recent))
-                writer.writerow({
+                row = {
                     "update": self.version, "env_steps": self.env_steps,
                     "wall_s": round(time.perf_counter() - start, 4), "lr": out["lr"],
                     "reward_mean": float(batch.rewards.mean(dtype=np.float64)),
@@ -275,9 +356,13 @@ class LearnerService:
                     "violation_rate": sum(float(s.get("violations", 0)) for s in stats) / batch.rewards.size,
                     "diverged": sum(int(s.get("diverged", 0)) for s in stats),
                     "loss": out["loss"], "policy_loss": out["policy_loss"], "value_loss": out["value_loss"],
-                    "entropy": out["entropy"], "grad_norm": out["grad_norm"], "policy_lag": 0})
+                    "entropy": out["entropy"], "grad_norm": out["grad_norm"],
+                    "policy_lag": sum(lags) / len(lags), "policy_lag_max": max(lags)}
+                writer.writerow(row)
+                log_scalars(tb, row, self.env_steps)
                 if self.version % tc.log_every == 0:
                     metrics_fh.flush()
+                    tb.flush()
                     self.log.info("update %d  env steps %d  recent return %.3f  loss %.4f  %.0f steps/s  "
                                   "dropped %d", self.version, self.env_steps, recent_mean, out["loss"],
                                   self.env_steps / max(time.perf_counter() - start, 1e-9),
@@ -288,9 +373,14 @@ class LearnerService:
             self._checkpoint(recent_mean, best)
         finally:
             metrics_fh.close()
+            tb.close()
         self.stop_actors()
         summary = {"updates": self.version, "env_steps": self.env_steps, "recent_return": recent_mean,
-                   "wall_s": time.perf_counter() - start, "dropped": dict(self.dropped)}
+                   "wall_s": time.perf_counter() - start, "dropped": dict(self.dropped),
+                   "timers": self.timers.totals(),
+                   "actor_timers": {str(k): v for k, v in sorted(self.actor_timers.items())}}
+        if self.cfg.dist.mode == "async":  # rollouts that entered updates, by policy lag
+            summary["policy_lag_counts"] = {str(k): v for k, v in sorted(self.lag_counts.items())}
         (self.out / "learner_stats.json").write_text(json.dumps(summary, indent=2))
         self.log.info("finished: %d updates, %d env steps, dropped %s", self.version, self.env_steps,
                       dict(self.dropped))
@@ -305,12 +395,73 @@ class LearnerService:
     def _checkpoint(self, recent: float, best: float) -> float:
         payload = {"model": self.model.state_dict(), "optimizer": self.optimiser.state_dict(),
                    "updates": self.version, "env_steps": self.env_steps, "config": self.cfg.to_dict(),
-                   "best_return": best, "recent_return": recent, "mode": self.cfg.dist.mode}
+                   "best_return": best, "recent_return": recent, "mode": self.cfg.dist.mode,
+                   "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
+                           "torch": torch.get_rng_state()},
+                   "actors": {k: dict(v) for k, v in self.actor_state.items()}}
         save_checkpoint(self.out / "checkpoints" / "latest.pt", payload)
         if np.isfinite(recent) and recent > best:
             best = payload["best_return"] = recent
             save_checkpoint(self.out / "checkpoints" / "best.pt", payload)
         return best
+
+    # ---------------------------------------------------------------------------------------------- resume
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        """Continue from a checkpoint of this run: model, optimiser, counters, RNG and the actors' streams."""
+        self.model.load_state_dict(ckpt["model"])
+        self.optimiser.load_state_dict(ckpt["optimizer"])
+        self.version, self.env_steps = int(ckpt["updates"]), int(ckpt["env_steps"])
+        self._best = float(ckpt.get("best_return", -np.inf))
+        rng = ckpt.get("rng")
+        if rng is not None:
+            random.setstate(rng["python"])
+            np.random.set_state(rng["numpy"])
+            torch.set_rng_state(rng["torch"])
+        self.actor_state = {int(k): dict(v) for k, v in ckpt.get("actors", {}).items()}
+        self.resumed = True
+        if any(not v.get("at_boundary", True) for v in self.actor_state.values()):
+            self.log.warning("checkpoint taken mid-episode: resumed actors start fresh episodes, so this run will "
+                             "not repeat an uninterrupted one exactly")
+        self.log.info("resumed at update %d, %d env steps, actors' episodes %s", self.version, self.env_steps,
+                      {k: v.get("episodes_done") for k, v in sorted(self.actor_state.items())})
+
+    def _record_actor(self, actor: int, msg: wire.Message) -> None:
+        """Remember where `actor` stands after the rollout just accepted (checkpointed, sent on re-join)."""
+        episodes = msg.meta.get("episodes_done")
+        state = msg.arrays.get(wire.SAMPLER_STATE)
+        self.actor_state[actor] = {
+            "episodes_done": episodes if isinstance(episodes, int) and not isinstance(episodes, bool) else None,
+            "at_boundary": bool(msg.meta.get("at_boundary", True)),
+            "sampler_state": None if state is None else np.array(state, dtype=np.uint8)}
+
+    def _continuation(self, actor: Any) -> dict[str, Any]:
+        """Hello-reply fields for `actor`: its episode counter and the first version it should act with
+        (sync: past the current one when its rollout for that version is already held)."""
+        if not isinstance(actor, int) or isinstance(actor, bool):
+            return {}
+        held = self.cfg.dist.mode == "sync" and actor in self._pending
+        out: dict[str, Any] = {"next_version": self.version + 1 if held else self.version}
+        episodes = self.actor_state.get(actor, {}).get("episodes_done")
+        if episodes is not None:
+            out["episodes_done"] = int(episodes)
+        return out
+
+    def _continuation_arrays(self, actor: Any) -> dict[str, np.ndarray]:
+        """The sampler state of `actor` after its last accepted rollout, if known."""
+        state = self.actor_state.get(actor, {}).get("sampler_state") if isinstance(actor, int) else None
+        return {} if state is None else {wire.SAMPLER_STATE: np.ascontiguousarray(state, dtype=np.uint8)}
+
+    def _forget_old_connection(self, identity: bytes, sender: str) -> None:
+        """A hello from `sender` on a new connection means its old one is dead (e.g. a restarted actor)."""
+        now = time.monotonic()
+        for old in [i for i, name in self._peer_names.items() if name == sender and i != identity]:
+            self.log.warning("%s went silent (last heard %.1f s ago) and re-joined on a new connection",
+                             sender, now - self._peers.get(old, now))
+            self._peers.pop(old, None)
+            self._peer_names.pop(old, None)
+            self._silent.discard(old)
+            self._waiting = [(i, v) for i, v in self._waiting if i != old]
 
     def stop_actors(self, grace_s: float = 1.0) -> None:
         """Answer every waiting actor and every known peer with stop, serving stragglers for `grace_s`."""

@@ -3,7 +3,8 @@ the distributed learner call exactly this, so they cannot drift apart.
 
 Per agent i (algorithms.md): L_i = -mean_t(log pi_i(a) A_i) + c_v mean_t (R_i - V_i)^2 - c_e mean_t H(pi_i);
 the total is the sum over agents (train.loss_reduction = mean divides by N). With train.loss = ppo the policy
-term is PPO's clipped surrogate and the batch is used for train.ppo_epochs steps.
+term is PPO's clipped surrogate and the batch is used for train.ppo_epochs steps. Async mode's a2c update
+(`off_policy`) replaces the returns and advantages by V-trace targets computed inside the loss.
 """
 
 from __future__ import annotations
@@ -72,6 +73,64 @@ def agent_losses(model: GraphActorCritic, batch: Batch, cfg: TrainConfig) -> dic
     return {"total": total, "policy": policy, "value": value, "entropy": ent, **extra}
 
 
+class OffPolicyBatch(NamedTuple):
+    """A rollout as tensors for the V-trace update: the targets need the learner's current policy and values,
+    so they are computed inside the loss (`vtrace_losses`) from the learning rewards kept here."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    starts: torch.Tensor
+    logp: torch.Tensor  # behaviour (acting-time) log-probabilities
+    rewards: torch.Tensor  # spatially discounted, scaled, clipped learning rewards [T, B, N]
+    dones: torch.Tensor
+    bootstrap: torch.Tensor
+    state0: AgentState
+
+
+def prepare_off_policy(model: GraphActorCritic, rollout: Rollout, cfg: TrainConfig) -> OffPolicyBatch:
+    """Move a rollout to the model's device and compute its learning rewards (targets come later)."""
+    device = model.hop_distance.device
+
+    def t(x):
+        return torch.from_numpy(x).to(device)
+
+    rewards = R.learning_rewards(t(rollout.rewards), model.hop_distance, cfg.spatial_discount,
+                                 cfg.reward_norm, reward_clip(cfg))
+    return OffPolicyBatch(t(rollout.obs), t(rollout.actions), t(rollout.starts), t(rollout.logp), rewards,
+                          t(rollout.dones), t(rollout.bootstrap),
+                          AgentState(t(rollout.h0), t(rollout.c0), t(rollout.fp0)))
+
+
+def vtrace_losses(model: GraphActorCritic, batch: OffPolicyBatch, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """Per-agent a2c loss terms [N] on V-trace-corrected targets (async mode), from one unroll of the window.
+
+    Each agent's importance ratio is its own pi_i(a_i) / mu_i(a_i) (independent learners; the neighbourhood
+    critic's dependence on the neighbours' actions is not corrected). V is the learner's current value,
+    detached; the window's bootstrap is the acting-time value (the observation after the window is not
+    sent). With zero lag pi = mu, so the targets are the n-step returns R and the advantages R - V: the
+    sync a2c update, except that V is recomputed here instead of taken from acting time (equal up to
+    floating-point rounding, not bit for bit). GAE lambda, when set, scales the traces c (IMPALA's remark).
+    """
+    logits, hs, _ = model.unroll(batch.obs, batch.starts, batch.state0.detach())
+    log_probs = F.log_softmax(logits, dim=-1)
+    logp = log_probs.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
+    entropy = -(log_probs.exp() * log_probs).sum(-1)
+    values = model.value(hs, batch.actions)
+    log_ratio = (logp - batch.logp).detach()
+    lam = gae_lambda(cfg)
+    vs, advantages = R.vtrace(batch.rewards, values.detach(), batch.dones, batch.bootstrap, log_ratio,
+                              cfg.gamma, cfg.vtrace_rho_clip, cfg.vtrace_c_clip, 1.0 if lam is None else lam)
+    dims = (0, 1)
+    policy = -(logp * advantages).mean(dims)
+    value = (vs - values).pow(2).mean(dims)
+    ent = entropy.mean(dims)
+    total = policy + cfg.value_coef * value - cfg.entropy_coef * ent
+    ratio = log_ratio.exp()
+    return {"total": total, "policy": policy, "value": value, "entropy": ent,
+            "return_target": vs.mean(), "rho_mean": ratio.clamp(max=cfg.vtrace_rho_clip).mean(),
+            "rho_clipped": (ratio > cfg.vtrace_rho_clip).float().mean()}
+
+
 def make_optimizer(model: GraphActorCritic, cfg: TrainConfig) -> torch.optim.Optimizer:
     """RMSprop (the paper's) or Adam, from the config."""
     if cfg.optimizer == "adam":
@@ -91,14 +150,18 @@ def set_learning_rate(optimiser: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def update(model: GraphActorCritic, optimiser: torch.optim.Optimizer, rollout: Rollout, cfg: TrainConfig
-           ) -> dict[str, float]:
-    """One learner update from one batch; returns scalar statistics (losses are per-agent means)."""
-    batch = prepare(model, rollout, cfg)
+def update(model: GraphActorCritic, optimiser: torch.optim.Optimizer, rollout: Rollout, cfg: TrainConfig,
+           off_policy: bool = False) -> dict[str, float]:
+    """One learner update from one batch; returns scalar statistics (losses are per-agent means).
+
+    `off_policy` (async mode) corrects an a2c update with V-trace (`vtrace_losses`); PPO keeps its own
+    correction, the clipped ratio to the acting policy, so it ignores the flag."""
+    vtrace = off_policy and cfg.loss == "a2c"
+    batch = prepare_off_policy(model, rollout, cfg) if vtrace else prepare(model, rollout, cfg)
     n_agents = model.n_agents
     epochs = cfg.ppo_epochs if cfg.loss == "ppo" else 1
     for _ in range(epochs):
-        terms = agent_losses(model, batch, cfg)
+        terms = vtrace_losses(model, batch, cfg) if vtrace else agent_losses(model, batch, cfg)
         loss = terms["total"].sum() if cfg.loss_reduction == "sum" else terms["total"].mean()
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -116,9 +179,9 @@ def update(model: GraphActorCritic, optimiser: torch.optim.Optimizer, rollout: R
         "entropy": float(terms["entropy"].detach().sum() / n_agents),
         "grad_norm": float(grad_norm),
         "lr": float(optimiser.param_groups[0]["lr"]),
-        "mean_return_target": float(batch.returns.mean()),
+        "mean_return_target": float(terms["return_target"]) if vtrace else float(batch.returns.mean()),
     }
-    for key in ("clip_fraction", "approx_kl"):
+    for key in ("clip_fraction", "approx_kl", "rho_mean", "rho_clipped"):
         if key in terms:
             stats[key] = float(terms[key].detach())
     return stats

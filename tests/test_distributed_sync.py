@@ -4,8 +4,6 @@ counted without disturbing training. Every child process is reaped; free loopbac
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
 
@@ -24,35 +22,6 @@ from learner.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.timeout(120)
 torch.set_num_threads(1)
-
-
-def _children() -> set[int]:
-    """Live (non-zombie) descendants of this process, read from /proc."""
-    parent: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = open(f"/proc/{entry}/stat").read()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2:].split()
-            if fields[0] != "Z":
-                parent[int(entry)] = int(fields[1])
-    found, frontier = set(), {os.getpid()}
-    while frontier:
-        frontier = {pid for pid, ppid in parent.items() if ppid in frontier} - found
-        found |= frontier
-    return found
-
-
-@pytest.fixture
-def no_orphans():
-    before = _children()
-    yield
-    left = _children() - before
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
-    assert not left, f"child processes left running: {sorted(left)}"
 
 
 @pytest.mark.parametrize("actors, envs", [(1, 2), (2, 1)])
