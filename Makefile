@@ -13,8 +13,18 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# `make run`: PowerNet on microgrid-6, a local learner and 2 actors (sync), ~3-5 min on 2 cores; then a
+# greedy evaluation on the 20 protocol seeds and the plots. RUN_STEPS=... RUN_DIR=... override.
+RUN_STEPS ?= 120000
+RUN_DIR   := runs/powernet-mg6-$(shell date +%Y%m%d-%H%M%S)
+
 run: $(STAMP)
-	$(VENV)/bin/powernet sim --system microgrid-6 --controller secondary --seed 2000 --disturbance episode --out runs/sim-mg6
+	$(VENV)/bin/powernet train -c configs/powernet_mg6.toml --mode sync --actors 2 --steps $(RUN_STEPS) --out $(RUN_DIR)
+	$(VENV)/bin/powernet evaluate --run $(RUN_DIR)
+	$(VENV)/bin/powernet plot --run $(RUN_DIR)
+	@echo "run:   $(RUN_DIR)  (metrics.csv, config.toml, checkpoints/, tb/, eval/summary.json)"
+	@echo "logs:  $(RUN_DIR)/logs/  (supervisor, learner, actor-0, actor-1)"
+	@echo "plots: $(RUN_DIR)/plots/  (return, losses, violations, eval voltage traces)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -19,7 +19,7 @@ def bench() -> None:
 
 def _register() -> None:
     """Attach the commands that live in their own modules (keeps this file a table of contents)."""
-    from launch import bench_sim, dist_cmd, sim_cmd, train_cmd
+    from launch import bench_sim, bench_system, dist_cmd, plot_cmd, sim_cmd, train_cmd
 
     main.add_command(sim_cmd.sim)
     bench.add_command(bench_sim.bench_sim)
@@ -28,6 +28,8 @@ def _register() -> None:
     bench.add_command(train_cmd.bench_learner)
     main.add_command(dist_cmd.learner)
     main.add_command(dist_cmd.actor)
+    main.add_command(plot_cmd.plot)
+    bench.add_command(bench_system.bench_system)
 
 
 _register()

@@ -1,4 +1,4 @@
-"""PNG figures people look at: voltage/frequency traces (learning curves join later)."""
+"""PNG figures people look at: voltage/frequency traces and learning curves (`powernet plot`)."""
 
 from __future__ import annotations
 
@@ -33,3 +33,139 @@ def plot_trace(trace: dict[str, np.ndarray], path: Path, title: str = "", band: 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def read_metrics(path: Path) -> dict[str, np.ndarray]:
+    """metrics.csv as float columns (empty cells become NaN); raises ValueError when it has no rows."""
+    import csv
+
+    with Path(path).open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "env_steps" not in rows[0]:
+        raise ValueError(f"{path} has no metrics rows")
+
+    def cell(value: str | None) -> float:
+        try:
+            return float(value) if value not in (None, "") else np.nan
+        except ValueError:
+            return np.nan
+
+    return {key: np.array([cell(r.get(key)) for r in rows]) for key in rows[0]}
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average over the finite entries (NaNs skipped; NaN where the window holds none)."""
+    finite = np.isfinite(values)
+    sums = np.cumsum(np.where(finite, values, 0.0))
+    counts = np.cumsum(finite)
+    lag_sums = np.concatenate([np.zeros(window), sums[:-window]]) if len(values) > window else np.zeros_like(sums)
+    lag_counts = np.concatenate([np.zeros(window), counts[:-window]]) if len(values) > window \
+        else np.zeros_like(counts)
+    n = counts - lag_counts
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, (sums - lag_sums) / np.maximum(n, 1), np.nan)
+
+
+def plot_learning_curves(metrics: dict[str, np.ndarray], out_dir: Path, title: str = "") -> list[Path]:
+    """return.png (episode return vs env steps, raw and smoothed), losses.png and violations.png."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    steps = metrics["env_steps"]
+    window = max(1, min(len(steps), max(5, len(steps) // 20)))
+    written = []
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ret = metrics.get("episode_return", np.full_like(steps, np.nan))
+    ok = np.isfinite(ret)
+    ax.plot(steps[ok], ret[ok], lw=0.6, alpha=0.35, color="C0", label="episode return")
+    ax.plot(steps, smooth(ret, window), lw=2.0, color="C0", label=f"moving average ({window} updates)")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("episode return")
+    ax.set_title(title or "training return")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    written.append(out_dir / "return.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    names = [k for k in ("loss", "policy_loss", "value_loss", "entropy", "grad_norm") if k in metrics]
+    if names:
+        fig, axes = plt.subplots(len(names), 1, figsize=(8, 1.8 * len(names) + 0.8), sharex=True, squeeze=False)
+        for ax, name in zip(axes[:, 0], names, strict=True):
+            ax.plot(steps, metrics[name], lw=0.5, alpha=0.35, color="C1")
+            ax.plot(steps, smooth(metrics[name], window), lw=1.5, color="C1")
+            ax.set_ylabel(name, fontsize=8)
+            ax.grid(alpha=0.3)
+        axes[-1, 0].set_xlabel("environment steps")
+        axes[0, 0].set_title(f"{title} losses" if title else "losses")
+        fig.tight_layout()
+        written.append(out_dir / "losses.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+
+    if "violation_rate" in metrics:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        ax.plot(steps, metrics["violation_rate"], lw=0.5, alpha=0.35, color="C3")
+        ax.plot(steps, smooth(metrics["violation_rate"], window), lw=2.0, color="C3")
+        ax.set_ylim(bottom=0)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("share outside [0.95, 1.05] p.u.")
+        ax.set_title(f"{title} voltage violations" if title else "voltage violations")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        written.append(out_dir / "violations.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+    return written
+
+
+def plot_run(run_dir: Path, max_traces: int = 4) -> list[Path]:
+    """Learning curves from RUN/metrics.csv and, when RUN/eval/ holds episode traces, voltage traces of the
+    first `max_traces` of them; all into RUN/plots/. Returns the files written."""
+    run = Path(run_dir)
+    out = run / "plots"
+    metrics = read_metrics(run / "metrics.csv")
+    title = run.name
+    cfg = run / "config.toml"
+    if cfg.is_file():
+        import tomllib
+
+        try:
+            data = tomllib.loads(cfg.read_text())
+            title = f"{run.name}: {data['model']['algorithm']} on {data['env']['system']}"
+        except (tomllib.TOMLDecodeError, KeyError, TypeError):
+            pass
+    written = plot_learning_curves(metrics, out, title)
+    for path in sorted((run / "eval").glob("episode-*.npz"))[:max_traces]:
+        with np.load(path) as data:
+            if "v_pu" not in data or "f_hz" not in data:
+                continue
+            trace = {k: data[k] for k in ("v_pu", "f_hz")}
+        dt = _control_dt(cfg)
+        trace["t"] = dt * np.arange(1, trace["v_pu"].shape[0] + 1)
+        target = out / f"eval-{path.stem}.png"
+        plot_trace(trace, target, title=f"{title}, greedy evaluation {path.stem}")
+        written.append(target)
+    return written
+
+
+def _control_dt(cfg_path: Path) -> float:
+    """env.control_dt_s of the run's config (0.05 s, the default, when unreadable)."""
+    import tomllib
+
+    try:
+        return float(tomllib.loads(cfg_path.read_text())["env"]["control_dt_s"])
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError):
+        return 0.05
+
+
+def return_change(metrics: dict[str, np.ndarray], share: float = 0.1) -> tuple[float, float]:
+    """Mean episode return over the first and over the last `share` of the updates (NaN when none ended)."""
+    ret = metrics.get("episode_return", np.array([]))
+    k = max(1, int(round(share * len(ret))))
+
+    def mean(part: np.ndarray) -> float:
+        part = part[np.isfinite(part)]
+        return float(part.mean()) if part.size else float("nan")
+
+    return mean(ret[:k]), mean(ret[-k:])

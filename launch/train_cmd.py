@@ -16,20 +16,24 @@ from launch.errors import exit_on_user_error
 @click.command()
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
               help="TOML config, e.g. configs/powernet_mg6.toml (with --resume: the run's config.toml)")
-@click.option("--mode", type=click.Choice(["local", "sync"]), default="local", show_default=True,
+@click.option("--mode", type=click.Choice(["local", "sync", "async"]), default="local", show_default=True,
               help="local: one process steps the envs and updates (the reference trainer); sync: a learner "
-              "and --actors actor processes, exactly on-policy")
-@click.option("--actors", type=int, help="sync: actor processes (overrides dist.actors)")
-@click.option("--envs-per-actor", type=int, help="sync: envs of each actor (overrides dist.envs_per_actor)")
+              "and --actors actor processes, exactly on-policy; async: actors never wait, lag-bounded "
+              "rollouts corrected with V-trace")
+@click.option("--actors", type=int, help="sync/async: actor processes (overrides dist.actors)")
+@click.option("--envs-per-actor", type=int, help="sync/async: envs of each actor (overrides dist.envs_per_actor)")
 @click.option("--steps", type=int, help="environment steps in total (overrides train.steps)")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="run directory")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="override a config key")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), help="learner device (overrides train.device)")
 @click.option("--resume", is_flag=True, help="continue the run in --out from its latest checkpoint")
+@click.option("--progress", "progress_style", type=click.Choice(["auto", "bar", "plain", "off"]), default="auto",
+              show_default=True, help="auto: a progress bar on a terminal, plain lines every train.log_every "
+              "updates otherwise")
 @exit_on_user_error
 def train(config_path: str | None, mode: str, actors: int | None, envs_per_actor: int | None,
           steps: int | None, out_dir: str, overrides: tuple[str, ...],
-          device: str | None, resume: bool) -> None:
+          device: str | None, resume: bool, progress_style: str) -> None:
     """Train an algorithm on a system and write the run directory."""
     from launch.local_trainer import train_local
 
@@ -45,14 +49,19 @@ def train(config_path: str | None, mode: str, actors: int | None, envs_per_actor
     extra += [f"dist.actors={actors}"] * (actors is not None)
     extra += [f"dist.envs_per_actor={envs_per_actor}"] * (envs_per_actor is not None)
     cfg = load_config(config_path, extra)
-    if mode == "sync":
+    from launch.progress import Progress
+
+    display = Progress(cfg.train.steps, style=progress_style, every=cfg.train.log_every, desc=mode)
+    echo = display.style != "bar"  # on a terminal the bar replaces the echoed log lines (logs/ keeps them)
+    if mode in ("sync", "async"):
         from launch.dist import run_distributed
 
-        if resume:
-            raise InputError("--resume is not implemented for --mode sync yet")
-        summary = run_distributed(replace(cfg, dist={"mode": "sync"}), out_dir, echo=True)
+        with display:
+            summary = run_distributed(replace(cfg, dist={"mode": mode}), out_dir, echo=echo,
+                                      progress=display.update, resume=resume)
     else:
-        summary = train_local(cfg, out_dir, resume=resume, echo=True)
+        with display:
+            summary = train_local(cfg, out_dir, resume=resume, echo=echo, progress=display.update)
     click.echo(json.dumps(summary))
 
 

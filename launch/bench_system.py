@@ -1,0 +1,224 @@
+"""`powernet bench system`: agent-steps/s of full training (envs + inference + transport + updates) in each
+distributed mode next to the single-process reference trainer with the same total number of envs.
+
+What is measured
+----------------
+Every configuration is a real `powernet train` run in its own process (the same code path users run),
+one after another on this machine. Throughput is the steady state read from the run's metrics.csv: env
+steps between the row at `warmup` (share of the updates, default 20 %) and the last row, divided by the
+wall time between those rows, so process start, imports, JIT compilation and the actors' first connection
+are left out. Agent-steps/s = env steps/s x agents of the system.
+
+For distributed runs the learner's and the actors' stage timers (common.timers, in learner_stats.json)
+give where the wall time goes. Transport and (de)serialisation are the actor's `send` (encode + zmq send
+of a rollout) and `load` (validate + load received weights) and the learner's `receive` (decode, validate
+and copy of rollouts), `control` (control requests) and `publish` (weights encode + send). In sync mode
+these lie on the update's critical path, so `transport_share` = (learner transport + mean actor transport)
+/ learner wall time since its first update; in async mode, where nobody waits, it is the larger of the
+learner's and the mean actor's own share.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from common.errors import InputError
+from launch.errors import exit_on_user_error
+
+CONFIGS = {"microgrid-6": "mg6", "microgrid-20": "mg20"}
+DEFAULT_STEPS = {"microgrid-6": 3000, "microgrid-20": 1500}
+ACTOR_TRANSPORT = ("send", "load")
+LEARNER_TRANSPORT = ("receive", "control", "publish")
+
+
+def steady_rate(metrics_csv: Path, warmup: float) -> dict[str, float]:
+    """Env steps/s between the row at share `warmup` of the updates and the last row of metrics.csv."""
+    from launch.plots import read_metrics
+
+    m = read_metrics(metrics_csv)
+    n = len(m["env_steps"])
+    first = min(int(warmup * n), n - 2)
+    if first < 0:
+        raise ValueError(f"{metrics_csv}: too few updates ({n}) to measure a rate")
+    steps = m["env_steps"][-1] - m["env_steps"][first]
+    wall = m["wall_s"][-1] - m["wall_s"][first]
+    lag = m.get("policy_lag", np.zeros(1))
+    return {"env_steps_per_s": float(steps / wall), "timed_env_steps": int(steps), "timed_wall_s": float(wall),
+            "updates": int(n), "mean_policy_lag": float(np.nanmean(lag)) if lag.size else 0.0}
+
+
+def transport_breakdown(stats: dict[str, Any], mode: str = "sync") -> dict[str, Any]:
+    """Per-stage shares of the learner's and the actors' wall time, and the transport share of step time:
+    in sync mode learner and actor transport add up on each update's critical path; in async mode every
+    process runs its own pipeline, so it is the larger of the learner's and the mean actor's share."""
+    learner = stats.get("timers") or {}
+    actors = list((stats.get("actor_timers") or {}).values())
+    if not learner or not learner.get("wall"):
+        return {}
+    l_wall = learner["wall"]
+    l_transport = sum(learner.get(k, 0.0) for k in LEARNER_TRANSPORT)
+    out: dict[str, Any] = {
+        "learner_share": {k: round(v / l_wall, 4) for k, v in learner.items() if k != "wall"},
+        # poll time not spent handling messages: the learner waiting for rollouts
+        "learner_idle_share": round((learner.get("poll", 0.0) - learner.get("receive", 0.0)
+                                     - learner.get("control", 0.0)) / l_wall, 4),
+        # outside every timed stage: batching, metrics/TensorBoard rows, checkpoints, the loop itself
+        "learner_untimed_share": round(1 - sum(learner.get(k, 0.0) for k in ("poll", "learn", "publish"))
+                                       / l_wall, 4),
+    }
+    a_transport, a_wall = 0.0, 0.0
+    if actors:
+        shares = {}
+        for key in sorted({k for a in actors for k in a}):
+            if key != "wall":
+                shares[key] = round(float(np.mean([a.get(key, 0.0) / a["wall"] for a in actors if a.get("wall")])),
+                                    4)
+        out["actor_share"] = shares
+        a_transport = float(np.mean([sum(a.get(k, 0.0) for k in ACTOR_TRANSPORT) for a in actors]))
+        a_wall = float(np.mean([a.get("wall", 0.0) for a in actors]))
+    out["learner_transport_share"] = round(l_transport / l_wall, 4)
+    out["actor_transport_share"] = round(a_transport / a_wall, 4) if a_wall > 0 else None
+    if mode == "sync":
+        out["transport_share"] = round((l_transport + a_transport) / l_wall, 4)
+    else:
+        out["transport_share"] = max(out["learner_transport_share"], out["actor_transport_share"] or 0.0)
+    out["timers"] = {"learner": learner, "actors": stats.get("actor_timers")}
+    return out
+
+
+def _run_one(config: str, mode: str, actors: int, steps: int, out: Path, warmup: float,
+             timeout_s: float) -> dict[str, Any]:
+    """One `powernet train` run; its steady throughput and, when distributed, its stage timers."""
+    args = [sys.executable, "-m", "launch", "train", "-c", config, "--out", str(out), "--steps", str(steps),
+            "--progress", "off", "--set", "train.log_every=10"]
+    if mode == "local":
+        args += ["--set", f"train.num_envs={actors}"]
+    else:
+        args += ["--mode", mode, "--actors", str(actors), "--envs-per-actor", "1"]
+    # one intra-op thread everywhere, as the supervisor gives its children: on a shared 2-core machine a
+    # multi-threaded torch in the local trainer collapsed to ~15 steps/s (OpenMP spinning under load)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    t0 = time.perf_counter()
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, env=env)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        return {"available": False, "reason": lines[-1][:300] if lines else f"exit code {proc.returncode}"}
+    result: dict[str, Any] = {"available": True, "process_wall_s": round(wall, 2)}
+    result.update(steady_rate(out / "metrics.csv", warmup))
+    stats_path = out / "learner_stats.json"
+    if stats_path.is_file():
+        result.update(transport_breakdown(json.loads(stats_path.read_text()), mode))
+    return result
+
+
+def run_bench(systems: list[str], actor_counts: list[int], modes: list[str], steps: dict[str, int],
+              warmup: float = 0.2, algorithm: str = "powernet", timeout_s: float = 600.0,
+              echo: bool = True) -> dict[str, Any]:
+    """Measure every (system, actors, mode) plus `--mode local` with the same total envs; return the report."""
+    from actor.envs import make_vec_env
+    from common.config import load_config
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-system-") as tmp:
+        for system in systems:
+            if system not in CONFIGS:
+                raise InputError(f"--systems: unknown system {system!r} (known: {', '.join(CONFIGS)})")
+            config = f"configs/{algorithm}_{CONFIGS[system]}.toml"
+            if not Path(config).is_file():
+                raise InputError(f"no config {config} (run from the repository root; --algorithm {algorithm}?)")
+            n_agents = make_vec_env(load_config(config).env, 1).n_agents
+            for a in actor_counts:
+                local = None
+                for mode in ["local", *modes]:
+                    out = Path(tmp) / f"{CONFIGS[system]}-{mode}-{a}"
+                    res = _run_one(config, mode, a, steps[system], out, warmup, timeout_s)
+                    row = {"system": system, "mode": mode, "actors": a if mode != "local" else 0,
+                           "total_envs": a, "agents": n_agents, **res}
+                    if res["available"]:
+                        row["agent_steps_per_s"] = round(res["env_steps_per_s"] * n_agents, 1)
+                        row["env_steps_per_s"] = round(res["env_steps_per_s"], 1)
+                        if mode == "local":
+                            local = row["env_steps_per_s"]
+                        elif local:
+                            row["speedup_vs_local"] = round(row["env_steps_per_s"] / local, 3)
+                    rows.append(row)
+                    if echo:
+                        click.echo(_line(row), err=True)
+    summary = _summary(rows)
+    return {
+        "bench": "system", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "cpus": os.cpu_count(), "load_avg_1m_at_end": round(os.getloadavg()[0], 2)},
+        "settings": {"algorithm": algorithm, "steps": steps, "warmup_share": warmup, "envs_per_actor": 1,
+                     "omp_num_threads": 1,
+                     "modes": ["local", *modes], "actors": actor_counts},
+        "results": rows, "summary": summary,
+    }
+
+
+def _line(row: dict[str, Any]) -> str:
+    if not row.get("available"):
+        return f"{row['system']:>13} {row['mode']:>5} actors={row['actors']}: unavailable ({row.get('reason')})"
+    extra = f"  x{row['speedup_vs_local']:.2f} vs local" if "speedup_vs_local" in row else ""
+    if "transport_share" in row:
+        extra += f"  transport {100 * row['transport_share']:.1f}% of step time"
+    return (f"{row['system']:>13} {row['mode']:>5} envs={row['total_envs']} actors={row['actors']}: "
+            f"{row['agent_steps_per_s']:9.0f} agent-steps/s{extra}")
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's targets, checked on microgrid-6 (and microgrid-20 where measured)."""
+    out: dict[str, Any] = {}
+    for row in rows:
+        if row["mode"] == "sync" and row["actors"] == 2 and row.get("available"):
+            key = row["system"]
+            out[key] = {"sync2_speedup_vs_local": row.get("speedup_vs_local"),
+                        "target_speedup": 1.6, "speedup_met": (row.get("speedup_vs_local") or 0) >= 1.6,
+                        "transport_share": row.get("transport_share"), "target_transport_share": 0.05,
+                        "transport_met": (row.get("transport_share") or 1) < 0.05}
+    return out
+
+
+@click.command("system")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default="runs/bench-system.json",
+              show_default=True, help="JSON output")
+@click.option("--systems", default="microgrid-6,microgrid-20", show_default=True)
+@click.option("--actors", "actors", default="1,2", show_default=True,
+              help="actor counts (1 env each); local runs use the same total envs")
+@click.option("--modes", default="sync,async", show_default=True,
+              help="distributed modes to try; one the CLI refuses is recorded as unavailable")
+@click.option("--steps", type=int, help="env steps per run (default: 3000 on microgrid-6, 1500 on microgrid-20)")
+@click.option("--warmup", type=float, default=0.2, show_default=True,
+              help="share of the updates left out of the timing (start-up, JIT, first connection)")
+@click.option("--algorithm", default="powernet", show_default=True, help="configs/<algorithm>_mgN.toml")
+@exit_on_user_error
+def bench_system(out_path: str, systems: str, actors: str, modes: str, steps: int | None, warmup: float,
+                 algorithm: str) -> None:
+    """Agent-steps/s of full training per mode and actor count, and the share of time in transport."""
+    try:
+        actor_counts = [int(x) for x in actors.split(",")]
+    except ValueError as exc:
+        raise InputError(f"--actors: expected comma-separated integers, got {actors!r}") from exc
+    if not 0.0 <= warmup < 1.0:
+        raise InputError("--warmup must be in [0, 1)")
+    names = [s.strip() for s in systems.split(",") if s.strip()]
+    per_system = {s: steps or DEFAULT_STEPS.get(s, 2000) for s in names}
+    result = run_bench(names, actor_counts, [m.strip() for m in modes.split(",") if m.strip()], per_system,
+                       warmup=warmup, algorithm=algorithm)
+    path = Path(out_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    click.echo(json.dumps(result["summary"], indent=2))
+    click.echo(f"wrote {path}")
