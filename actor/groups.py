@@ -66,6 +66,11 @@ class GroupedCollector:
     def episodes_done(self) -> np.ndarray:
         return np.concatenate([c.episodes_done for c in self.collectors])
 
+    def finish_resets(self) -> None:
+        """Run every group's deferred episode starts (see RolloutCollector.finish_resets)."""
+        for c in self.collectors:
+            c.finish_resets()
+
     @property
     def at_episode_boundary(self) -> bool:
         return all(c.at_episode_boundary for c in self.collectors)

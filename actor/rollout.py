@@ -5,6 +5,10 @@ episode starts). A window's last observation needs a value for bootstrapping; wh
 finished its episode that value is 0 and nothing is computed, so the next window starts with the newest
 weights (the default n = T case is then exactly on-policy). Otherwise the step for that observation is
 computed once, its value bootstraps this window, and its sampled action opens the next window.
+
+With an env built with ``defer_reset`` (VecMicrogridEnv), a window that ends with every episode done leaves
+the next episodes' warm-up pending: `finish_resets()` runs it, e.g. while the learner updates on the window
+just sent, and otherwise the next `collect` does so first. The data are identical to an immediate reset.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class RolloutCollector:
         self._state: AgentState | None = None
         self._starts: torch.Tensor | None = None
         self._pending: _Step | None = None
+        self._deferred = bool(getattr(env, "defer_reset", False))
 
     def reset(self, seed: int, episodes_done: np.ndarray | None = None) -> None:
         """Start (or, with `episodes_done`, continue) the seeded episode sequence of every env."""
@@ -59,6 +64,11 @@ class RolloutCollector:
         self._state = self.model.initial_state(self.env.n_envs, device="cpu")
         self._starts = torch.ones(self.env.n_envs, dtype=torch.bool)
         self._pending = None
+
+    def finish_resets(self) -> None:
+        """Run the env's pending (deferred) episode starts now and take their first observations."""
+        if self._deferred and self.env.resets_pending:
+            self._obs = torch.from_numpy(np.asarray(self.env.finish_resets(), dtype=np.float32))
 
     @property
     def at_episode_boundary(self) -> bool:
@@ -80,6 +90,7 @@ class RolloutCollector:
     def collect(self, version: int = 0) -> tuple[Rollout, dict[str, Any]]:
         """Run one window; return it and its episode statistics (raw rewards, finished episode returns)."""
         n, env = self.n_steps, self.env
+        self.finish_resets()
         step = self._pending if self._pending is not None else self._act()
         state0 = step.prev_state
         obs, actions, logp, values, starts, rewards, dones = [], [], [], [], [], [], []
@@ -98,6 +109,8 @@ class RolloutCollector:
             diverged += int(np.sum(info["diverged"]))
             finished.extend(np.asarray(info["episode_return"])[done].tolist())
             self.episodes_done += done
+            if self._deferred and done.any() and (t < n - 1 or not done.all()):
+                next_obs = env.finish_resets()  # acting on now: the new episodes' first observations
             self._obs = torch.from_numpy(np.asarray(next_obs, dtype=np.float32))
             self._state = step.new_state
             self._starts = torch.from_numpy(done.copy())

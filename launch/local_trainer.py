@@ -83,7 +83,8 @@ def train_local(cfg: Config, out_dir: str | Path, resume: bool = False, echo: bo
     device = _device(cfg)
     # train.env_groups > 1 splits the envs exactly as sync mode's actors own them (actor/groups.py)
     per_group = envs_per_group(tc.num_envs, tc.env_groups)
-    envs = [make_vec_env(cfg.env, per_group) for _ in range(tc.env_groups)]
+    # deferred auto-resets: the same data as immediate ones (the next collect runs the pending warm-ups first)
+    envs = [make_vec_env(cfg.env, per_group, defer_reset=True) for _ in range(tc.env_groups)]
     env = envs[0]
     model = build_model(cfg.model, env.adjacency, env.obs_dim, env.n_actions).to(device)
     optimiser = make_optimizer(model, tc)

@@ -2,6 +2,10 @@
 
 `VecMicrogridEnv` steps E copies of a system in one call (one Numba call per control step for all of
 them) and resets each copy automatically when its episode ends; `MicrogridEnv` is the single-copy view.
+With ``defer_reset=True`` the automatic reset waits: a step that ends episodes returns their final
+observations, and `finish_resets()` later runs the new episodes' warm-up and returns their first
+observations. The episodes are bit-identical either way; deferring lets a caller run the warm-up (which
+needs no actions) while something else happens, e.g. while a learner updates on the rollout just sent.
 Observations are per-unit-free normalised measurements, rewards the raw per-agent rewards of the spec:
 spatial mixing and reward scaling belong to the learner.
 """
@@ -43,7 +47,8 @@ class VecMicrogridEnv:
     def __init__(self, system: str | System = "microgrid-6", num_envs: int = 1, *, disturbance: str = "walk",
                  noise_std: float = 0.0, smoothing_beta: float = 0.0, action_mode: str = "discrete",
                  dg_model: str | None = None, dt_s: float | None = None, episode_steps: int | None = None,
-                 control_dt_s: float | None = None, trace_dt_s: float | None = None, auto_reset: bool = True):
+                 control_dt_s: float | None = None, trace_dt_s: float | None = None, auto_reset: bool = True,
+                 defer_reset: bool = False):
         self.system = system if isinstance(system, System) else load_system(system)
         s = self.system
         if not s.has_episode:
@@ -68,6 +73,7 @@ class VecMicrogridEnv:
         self.smoothing_beta = float(smoothing_beta)
         self.action_mode = action_mode
         self.auto_reset = auto_reset
+        self.defer_reset = bool(defer_reset) and auto_reset  # deferral is a kind of auto-reset
         self.adjacency = s.agent_adjacency.copy()
         self.neighbors = [np.flatnonzero(row).astype(np.int64) for row in self.adjacency]
         self.hop_distance = hop_distances(self.adjacency)
@@ -84,6 +90,8 @@ class VecMicrogridEnv:
         self._t = np.zeros(num_envs, dtype=np.int64)
         self._return = np.zeros(num_envs)
         self._finished = np.zeros(num_envs, dtype=np.bool_)
+        self._reset_pending = np.zeros(num_envs, dtype=np.bool_)  # defer_reset: ended, warm-up not yet run
+        self._last_obs: np.ndarray | None = None  # defer_reset: the observations last returned
         self._traces: list[list[tuple]] = [[] for _ in range(num_envs)]
         self.episode_seed = np.zeros(num_envs, dtype=np.int64)
         self._needs_reset = True
@@ -95,9 +103,12 @@ class VecMicrogridEnv:
             raise ValueError(f"seed must be an integer, got {seed!r}")
         self._base_seed = int(seed)
         self._episode_index[:] = 0
+        self._reset_pending[:] = False
         self._start_episodes(np.arange(self.n_envs))
         self._needs_reset = False
-        return self._observe(self.grid.measure())
+        obs = self._observe(self.grid.measure())
+        self._last_obs = obs.copy() if self.defer_reset else None
+        return obs
 
     def _start_episodes(self, envs: np.ndarray) -> None:
         """Draw loads, start from rest, and run the warm-up with V_n = V_nom for the given envs."""
@@ -119,6 +130,28 @@ class VecMicrogridEnv:
         for e in envs:
             self._traces[e] = []
         self._run(self._warmup_steps, envs)
+
+    @property
+    def resets_pending(self) -> bool:
+        """True when deferred auto-resets wait for `finish_resets()` (only with defer_reset)."""
+        return bool(self._reset_pending.any())
+
+    def finish_resets(self) -> np.ndarray:
+        """Start the episodes that deferred auto-resets left pending (load draws and warm-up, exactly as an
+        immediate auto-reset would) and return the observations of every env [E, N, 9]: the new episode's
+        first observation where one started, the last step's observation elsewhere."""
+        if self._needs_reset:
+            raise RuntimeError("call reset(seed) first")
+        if not self.defer_reset:
+            raise RuntimeError("finish_resets() needs an environment constructed with defer_reset=True")
+        envs = np.flatnonzero(self._reset_pending)
+        obs = self._last_obs.copy()
+        if envs.size:
+            self._start_episodes(envs)
+            obs[envs] = self._observe(self.grid.measure(), envs)[envs]
+            self._reset_pending[envs] = False
+            self._last_obs = obs.copy()
+        return obs
 
     def _run(self, n_steps: int, envs: np.ndarray) -> None:
         """Integrate n_steps for the given envs (others stay put), recording traces when asked."""
@@ -158,6 +191,7 @@ class VecMicrogridEnv:
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Apply agent actions (smoothed by β) for one control step; see the module docstring."""
+        self._check_steppable()
         vn_cmd = self.actions_to_setpoints(actions)
         beta = self.smoothing_beta
         vn = beta * self.grid.vn_v + (1.0 - beta) * vn_cmd if beta > 0.0 else vn_cmd
@@ -165,8 +199,7 @@ class VecMicrogridEnv:
 
     def step_setpoints(self, vn_v: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Hold the given set-points (V, [E, N]) for one control step: the entry point of controllers."""
-        if self._needs_reset or self._finished.any():
-            raise RuntimeError("call reset(seed) before step(): an episode has ended and auto_reset is off")
+        self._check_steppable()
         vn_v = np.asarray(vn_v, dtype=np.float64)
         if vn_v.shape != (self.n_envs, self.n_agents) or not np.all(np.isfinite(vn_v)) or np.any(vn_v <= 0):
             raise ValueError(f"set-points must be finite positive volts of shape ({self.n_envs}, {self.n_agents})")
@@ -191,6 +224,8 @@ class VecMicrogridEnv:
         }
         if self.disturbance == "walk":
             self._walk_loads(np.flatnonzero(~done))
+        if self.defer_reset:
+            self._last_obs = obs.copy()
         finished = np.flatnonzero(done)
         if finished.size:
             info["final_obs"] = obs.copy()
@@ -198,9 +233,19 @@ class VecMicrogridEnv:
                 self._finished[finished] = True
                 return obs, rewards.astype(np.float32), done, info
             self._episode_index[finished] += 1
+            if self.defer_reset:  # finish_resets() starts them; until then step() refuses
+                self._reset_pending[finished] = True
+                return obs, rewards.astype(np.float32), done, info
             self._start_episodes(finished)
             obs[finished] = self._observe(self.grid.measure(), finished)[finished]
         return obs, rewards.astype(np.float32), done, info
+
+    def _check_steppable(self) -> None:
+        if self._needs_reset or self._finished.any():
+            raise RuntimeError("call reset(seed) before step(): an episode has ended and auto_reset is off")
+        if self._reset_pending.any():
+            raise RuntimeError("deferred resets are pending: call finish_resets() (and act on the observations "
+                               "it returns) before step()")
 
     def _walk_loads(self, envs: np.ndarray) -> None:
         """Training disturbance: every load factor takes a U(−0.05, 0.05) step, kept within [0.5, 1.5]."""

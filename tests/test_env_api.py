@@ -118,6 +118,117 @@ def test_diverged_env_restarts_alone_and_leaves_the_others_untouched() -> None:
     ref = run_episode(MicrogridEnv("microgrid-6", **kw), 51, actions)
     np.testing.assert_array_equal(np.array(v_env1), ref["v_pu"])
 
+def _drive(vec: VecMicrogridEnv, actions: np.ndarray, seed: int, diverge: tuple[int, int] | None = None,
+           finish_late: bool = False) -> dict[str, np.ndarray]:
+    """Step `vec` through actions [steps, E, N]; with deferred resets call finish_resets right after a done
+    step, or (`finish_late`) only once an unrelated observation was read, just before the next step.
+    `diverge` = (step, env) poisons that env's state before that step. Returns everything observable."""
+    out: dict[str, list] = {"obs": [vec.reset(seed)], "rewards": [], "v_pu": [], "load_factor": [],
+                            "final_obs": [], "seed": []}
+    pending = False
+    for t, a in enumerate(actions):
+        if pending:
+            assert vec.resets_pending
+            out["obs"].append(vec.finish_resets())
+            pending = False
+        if diverge is not None and diverge[0] == t:
+            vec.grid.x[diverge[1], 0] = np.nan
+        obs, rewards, done, info = vec.step(a)
+        out["rewards"].append(rewards)
+        out["v_pu"].append(info["v_pu"])
+        out["load_factor"].append(info["load_factor"])
+        out["seed"].append(info["episode_seed"])
+        out["final_obs"].append(info.get("final_obs", np.zeros_like(obs)))
+        if vec.defer_reset and done.any():
+            np.testing.assert_array_equal(obs, info["final_obs"])  # nothing restarted yet
+            if finish_late:
+                pending = True
+                continue
+            obs = vec.finish_resets()
+        out["obs"].append(obs)
+    if pending:
+        out["obs"].append(vec.finish_resets())
+    return {k: np.array(v) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("finish_late", [False, True])
+@pytest.mark.parametrize("kw", [{"disturbance": "walk", "noise_std": 0.05, "smoothing_beta": 0.2},
+                                {"disturbance": "episode", "noise_std": 0.0, "smoothing_beta": 0.0}])
+def test_deferred_reset_gives_bit_identical_episodes(kw: dict, finish_late: bool) -> None:
+    n_envs, episodes = 3, 3
+    actions = np.random.default_rng(9).integers(0, 10, size=(episodes * T, n_envs, 6))
+    for diverge in (None, (7, 1)):  # also an env that ends early and restarts alone
+        ref = _drive(VecMicrogridEnv("microgrid-6", n_envs, **kw), actions, 21, diverge)
+        got = _drive(VecMicrogridEnv("microgrid-6", n_envs, defer_reset=True, **kw), actions, 21, diverge,
+                     finish_late)
+        for key in ref:
+            np.testing.assert_array_equal(got[key], ref[key], err_msg=f"{key} (diverge={diverge})")
+
+
+def test_deferred_reset_refuses_to_step_until_resets_are_finished() -> None:
+    vec = VecMicrogridEnv("microgrid-6", 2, defer_reset=True)
+    first = vec.reset(0)
+    assert not vec.resets_pending
+    np.testing.assert_array_equal(vec.finish_resets(), first)  # nothing pending: the latest observations
+    for _ in range(T):
+        obs, _, done, info = vec.step(np.full((2, 6), 3))
+    assert done.all() and vec.resets_pending
+    assert info["step"].tolist() == [T, T] and info["episode_seed"].tolist() == [0, 1]
+    with pytest.raises(RuntimeError, match="finish_resets"):
+        vec.step(np.full((2, 6), 3))
+    with pytest.raises(RuntimeError, match="finish_resets"):
+        vec.step_setpoints(np.full((2, 6), 400.0))
+    fresh = vec.finish_resets()
+    assert not vec.resets_pending
+    np.testing.assert_array_equal(fresh, VecMicrogridEnv("microgrid-6", 2).reset(2))
+    np.testing.assert_array_equal(vec.finish_resets(), fresh)  # idempotent: no second warm-up
+    _, _, _, info = vec.step(np.full((2, 6), 3))
+    assert info["step"].tolist() == [1, 1] and info["episode_seed"].tolist() == [2, 3]
+    vec.step(np.full((2, 6), 3))
+    for _ in range(T - 2):
+        vec.step(np.full((2, 6), 3))
+    assert vec.resets_pending
+    vec.reset(5)  # reset(seed) drops pending restarts
+    assert not vec.resets_pending
+    immediate = VecMicrogridEnv("microgrid-6", 1)
+    immediate.reset(0)
+    with pytest.raises(RuntimeError, match="defer_reset"):
+        immediate.finish_resets()
+
+
+
+@pytest.mark.parametrize("n_steps", [T, 15])  # windows on episode boundaries, and windows straddling them
+def test_rollout_collector_gives_identical_windows_with_deferred_resets(n_steps: int) -> None:
+    import torch
+
+    from actor.rollout import RolloutCollector
+    from common.config import load_config
+    from common.nets import build_model
+
+    cfg = load_config("configs/powernet_mg6.toml")
+    kw = {"disturbance": "walk", "noise_std": 0.02, "smoothing_beta": 0.2}
+    windows = {}
+    for defer in (False, True):
+        env = VecMicrogridEnv("microgrid-6", 2, defer_reset=defer, **kw)
+        torch.manual_seed(0)
+        model = build_model(cfg.model, env.adjacency, env.obs_dim, env.n_actions)
+        col = RolloutCollector(env, model, n_steps, torch.Generator().manual_seed(3))
+        col.reset(7)
+        out = []
+        for k in range(4):
+            if k == 1:  # env 1 diverges in its first step: a restart in the middle of a window
+                col.finish_resets()  # (poison the new episode, not one whose restart is still pending)
+                env.grid.x[1, 0] = np.nan
+            rollout, stats = col.collect(k)
+            out.append((rollout, stats))
+            if defer and k % 2:
+                col.finish_resets()  # as an actor does after sending; the next collect does it otherwise
+        windows[defer] = out
+    for (a, sa), (b, sb) in zip(windows[False], windows[True], strict=True):
+        for name, arr in a.arrays().items():
+            np.testing.assert_array_equal(b.arrays()[name], arr, err_msg=name)
+        assert sa == sb
+
 
 def test_without_auto_reset_stepping_a_finished_episode_raises() -> None:
     env = MicrogridEnv("microgrid-6")
