@@ -30,6 +30,7 @@ from common import wire
 from common.config import Config
 from common.nets import build_model
 from common.rollout import Rollout
+from common.security import ClientSecurity, peer_endpoint
 from common.seeding import seed_everything
 from common.timers import StageTimer
 
@@ -49,8 +50,9 @@ class _Control:
     """The DEALER link to the learner's ROUTER, with Lazy-Pirate style reconnects (a fresh socket each time)."""
 
     def __init__(self, ctx: zmq.Context, address: str, run_id: str, sender: str, timeout_s: float,
-                 log: logging.Logger, max_msg_bytes: int) -> None:
+                 log: logging.Logger, max_msg_bytes: int, security: ClientSecurity | None = None) -> None:
         self.ctx, self.address, self.run_id, self.sender = ctx, address, run_id, sender
+        self.security = security or ClientSecurity()  # CURVE client options for every socket to the learner
         self.timeout_s, self.log, self.max_msg_bytes = timeout_s, log, max_msg_bytes
         self.seq = 0
         self.sock: zmq.Socket | None = None
@@ -61,12 +63,16 @@ class _Control:
             self.sock.close(linger=0)
         self.sock = self.ctx.socket(zmq.DEALER)
         wire.configure_socket(self.sock, self.max_msg_bytes, 16)
+        self.security.apply(self.sock)
         self.sock.connect(self.address)
 
     def send(self, kind: str, meta: dict[str, Any] | None = None) -> None:
         self.seq += 1
-        wire.send(self.sock, wire.Message(type=kind, run_id=self.run_id, sender=self.sender, seq=self.seq,
-                                          meta=meta or {}))
+        try:  # never block: a DEALER without a live peer (e.g. a refused CURVE handshake) would wait forever
+            wire.send(self.sock, wire.Message(type=kind, run_id=self.run_id, sender=self.sender, seq=self.seq,
+                                              meta=meta or {}), zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # request() resends after reconnecting, and gives up after its timeout
 
     def request(self, kind: str, meta: dict[str, Any] | None, want: str) -> wire.Message:
         """Send `kind` and wait for a reply of type `want` (STOP raises), heartbeating while waiting."""
@@ -77,8 +83,10 @@ class _Control:
         while True:
             now = time.monotonic()
             if now - last_heard > self.timeout_s:
+                hint = (" (CURVE: is this actor's public key in the learner's allow-list, and --keys the run's "
+                        "key directory?)" if self.security.secret is not None else "")
                 raise LearnerGone(f"learner at {self.address} did not answer for {now - last_heard:.1f} s "
-                                  f"(after reconnecting with backoff); giving up")
+                                  f"(after reconnecting with backoff); giving up{hint}")
             if now >= next_retry:
                 self.log.warning("no answer from the learner for %.1f s; reconnecting", now - last_heard)
                 self._connect()
@@ -120,6 +128,7 @@ class _AsyncLink:
         self.sub = ctx.socket(zmq.SUB)
         wire.configure_socket(self.sub, max_msg_bytes, 4)
         self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        control.security.apply(self.sub)
         self.sub.connect(address)
         self.learner_version = 0  # the newest version any learner message has announced
         self.asked = False  # a get_weights fallback is outstanding
@@ -192,7 +201,8 @@ class _AsyncLink:
 
 
 def run_actor(cfg: Config, learner: str, actor_id: int, run_id: str, log: logging.Logger,
-              timeout_s: float = 15.0, max_msg_bytes: int = 64 << 20, max_rollouts: int | None = None) -> int:
+              timeout_s: float = 15.0, max_msg_bytes: int = 64 << 20, max_rollouts: int | None = None,
+              security: ClientSecurity | None = None) -> int:
     """Serve as actor `actor_id` until the learner says stop (return 0); raise LearnerGone if it vanishes."""
     from learner.service import config_digest  # a pure function of the config; no learner state
 
@@ -200,7 +210,7 @@ def run_actor(cfg: Config, learner: str, actor_id: int, run_id: str, log: loggin
     tc, E = cfg.train, cfg.dist.envs_per_actor
     seed = group_seed(tc.seed, actor_id)
     sampler = seed_everything(seed)
-    env = make_vec_env(cfg.env, E)
+    env = make_vec_env(cfg.env, E, defer_reset=True)  # next episodes' warm-up runs while the learner updates
     model = build_model(cfg.model, env.adjacency, env.obs_dim, env.n_actions)
     model.eval()
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -208,10 +218,12 @@ def run_actor(cfg: Config, learner: str, actor_id: int, run_id: str, log: loggin
     collector.reset(seed)
     timers = StageTimer()  # per-stage seconds, sent as t_* in each rollout's meta
     timers.wrap(env, "step", "simulate")
+    if getattr(env, "defer_reset", False):
+        timers.wrap(env, "finish_resets", "simulate")
     timers.wrap(collector, "_act", "infer")
     sender = f"actor-{actor_id}"
     ctx = zmq.Context()
-    control = _Control(ctx, learner, run_id, sender, timeout_s, log, max_msg_bytes)
+    control = _Control(ctx, learner, run_id, sender, timeout_s, log, max_msg_bytes, security)
     push = None
     link: _AsyncLink | None = None
     try:
@@ -222,10 +234,11 @@ def run_actor(cfg: Config, learner: str, actor_id: int, run_id: str, log: loggin
             return 2
         push = ctx.socket(zmq.PUSH)
         wire.configure_socket(push, max_msg_bytes, 4)
-        push.connect(str(hello.meta["rollout"]))
+        control.security.apply(push)
+        push.connect(peer_endpoint(learner, str(hello.meta["rollout"])))
         if cfg.dist.mode == "async":  # subscribe before get_weights, so no later version is missed for long
-            link = _AsyncLink(ctx, control, str(hello.meta["weights"]), cfg.dist.max_policy_lag, log,
-                              max_msg_bytes)
+            link = _AsyncLink(ctx, control, peer_endpoint(learner, str(hello.meta["weights"])),
+                              cfg.dist.max_policy_lag, log, max_msg_bytes)
             push.setsockopt(zmq.SNDTIMEO, int(1000 * timeout_s))  # a learner gone can't block us forever
         first = _continue_streams(hello, collector, sampler, seed, log, sender)
         version = _load(model, control.request(wire.GET_WEIGHTS, {"min_version": first}, wire.WEIGHTS), shapes)
@@ -244,6 +257,7 @@ def run_actor(cfg: Config, learner: str, actor_id: int, run_id: str, log: loggin
                 wire.send(push, wire.Message(type=wire.ROLLOUT, run_id=run_id, sender=sender, seq=sent,
                                              weight_version=version, meta=meta, arrays=_with_sampler(rollout, sampler)))
             sent += 1
+            collector.finish_resets()  # the learner needs no more of this window: warm up the next episodes
             if link is not None:  # async: never wait, act on with the newest weights that have arrived
                 with timers.stage("load"):
                     version = link.refresh(model, shapes, version)
@@ -296,7 +310,10 @@ def _with_sampler(rollout: Rollout, sampler: torch.Generator) -> dict[str, np.nd
 
 
 def _load(model: torch.nn.Module, msg: wire.Message, shapes: dict[str, tuple[int, ...]]) -> int:
-    """Validate a weights message against the model and load it; return its version."""
+    """Validate a weights message against the model and load it; return its version. The received arrays
+    are copied straight into the model's parameters and buffers (one copy, no new tensors)."""
     wire.validate_weights(msg, shapes)
-    model.load_state_dict(wire.arrays_to_state_dict(msg.arrays))
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():  # tensors sharing the parameters' storage
+            np.copyto(tensor.numpy(), msg.arrays[name], casting="same_kind")
     return msg.weight_version

@@ -22,8 +22,22 @@ TB_GROUPS = {"reward_mean": "charts", "episode_return": "charts", "episodes": "c
 
 def log_scalars(tb: ScalarWriter, row: dict[str, Any], step: int) -> None:
     """Write one metrics.csv row to TensorBoard under the same names, skipping empty cells (no episode
-    ended in this window)."""
-    for name, group in TB_GROUPS.items():
-        value = row.get(name, "")
-        if value != "" and value is not None:
-            tb.add_scalar(f"{group}/{name}", float(value), step)
+    ended in this window).
+
+    With a torch SummaryWriter the whole row goes out as one event (one Summary holding every scalar, the
+    same simple_value records `add_scalar` writes), about ten times cheaper than one event per scalar; any
+    other writer gets `add_scalar` calls."""
+    values = [(f"{group}/{name}", float(row[name])) for name, group in TB_GROUPS.items()
+              if row.get(name, "") != "" and row.get(name) is not None]
+    file_writer = getattr(tb, "_get_file_writer", None)
+    if file_writer is not None:
+        try:
+            from tensorboard.compat.proto.summary_pb2 import Summary
+        except ImportError:
+            file_writer = None
+    if file_writer is None:
+        for tag, value in values:
+            tb.add_scalar(tag, value, step)
+        return
+    file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, simple_value=value) for tag, value in values]),
+                              step)

@@ -15,7 +15,13 @@ of a rollout) and `load` (validate + load received weights) and the learner's `r
 and copy of rollouts), `control` (control requests) and `publish` (weights encode + send). In sync mode
 these lie on the update's critical path, so `transport_share` = (learner transport + mean actor transport)
 / learner wall time since its first update; in async mode, where nobody waits, it is the larger of the
-learner's and the mean actor's own share.
+learner's and the mean actor's own share. The learner's totals end with its training loop (the final
+checkpoint and the stop handshake are not step time); its `record` stage is the bookkeeping after each
+update (metrics row, TensorBoard scalars, log line, scheduled checkpoints).
+
+Besides the headline grid (1 env per actor, local with the same total envs), `--wide AxE` adds rows of A
+actors with E envs each next to local with A*E envs (default 2x4): more simulation per message dilutes the
+fixed per-message and per-update costs.
 """
 
 from __future__ import annotations
@@ -73,8 +79,9 @@ def transport_breakdown(stats: dict[str, Any], mode: str = "sync") -> dict[str, 
         # poll time not spent handling messages: the learner waiting for rollouts
         "learner_idle_share": round((learner.get("poll", 0.0) - learner.get("receive", 0.0)
                                      - learner.get("control", 0.0)) / l_wall, 4),
-        # outside every timed stage: batching, metrics/TensorBoard rows, checkpoints, the loop itself
-        "learner_untimed_share": round(1 - sum(learner.get(k, 0.0) for k in ("poll", "learn", "publish"))
+        # outside every timed stage: batching, the loop itself (and, before the `record` stage existed,
+        # metrics/TensorBoard rows and checkpoints)
+        "learner_untimed_share": round(1 - sum(learner.get(k, 0.0) for k in ("poll", "learn", "publish", "record"))
                                        / l_wall, 4),
     }
     a_transport, a_wall = 0.0, 0.0
@@ -98,14 +105,15 @@ def transport_breakdown(stats: dict[str, Any], mode: str = "sync") -> dict[str, 
 
 
 def _run_one(config: str, mode: str, actors: int, steps: int, out: Path, warmup: float,
-             timeout_s: float) -> dict[str, Any]:
-    """One `powernet train` run; its steady throughput and, when distributed, its stage timers."""
+             timeout_s: float, envs_per_actor: int = 1) -> dict[str, Any]:
+    """One `powernet train` run; its steady throughput and, when distributed, its stage timers. Local runs
+    get actors x envs_per_actor envs."""
     args = [sys.executable, "-m", "launch", "train", "-c", config, "--out", str(out), "--steps", str(steps),
             "--progress", "off", "--set", "train.log_every=10"]
     if mode == "local":
-        args += ["--set", f"train.num_envs={actors}"]
+        args += ["--set", f"train.num_envs={actors * envs_per_actor}"]
     else:
-        args += ["--mode", mode, "--actors", str(actors), "--envs-per-actor", "1"]
+        args += ["--mode", mode, "--actors", str(actors), "--envs-per-actor", str(envs_per_actor)]
     # one intra-op thread everywhere, as the supervisor gives its children: on a shared 2-core machine a
     # multi-threaded torch in the local trainer collapsed to ~15 steps/s (OpenMP spinning under load)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
@@ -125,8 +133,9 @@ def _run_one(config: str, mode: str, actors: int, steps: int, out: Path, warmup:
 
 def run_bench(systems: list[str], actor_counts: list[int], modes: list[str], steps: dict[str, int],
               warmup: float = 0.2, algorithm: str = "powernet", timeout_s: float = 600.0,
-              echo: bool = True) -> dict[str, Any]:
-    """Measure every (system, actors, mode) plus `--mode local` with the same total envs; return the report."""
+              echo: bool = True, wide: list[tuple[int, int]] | None = None) -> dict[str, Any]:
+    """Measure every (system, actors, mode) plus `--mode local` with the same total envs, then each
+    (actors, envs per actor) of `wide` the same way; return the report."""
     from actor.envs import make_vec_env
     from common.config import load_config
 
@@ -139,13 +148,16 @@ def run_bench(systems: list[str], actor_counts: list[int], modes: list[str], ste
             if not Path(config).is_file():
                 raise InputError(f"no config {config} (run from the repository root; --algorithm {algorithm}?)")
             n_agents = make_vec_env(load_config(config).env, 1).n_agents
-            for a in actor_counts:
+            grid = [(a, 1) for a in actor_counts] + [(a, e) for a, e in wide or [] if e != 1]
+            for a, epa in grid:
                 local = None
                 for mode in ["local", *modes]:
-                    out = Path(tmp) / f"{CONFIGS[system]}-{mode}-{a}"
-                    res = _run_one(config, mode, a, steps[system], out, warmup, timeout_s)
+                    out = Path(tmp) / f"{CONFIGS[system]}-{mode}-{a}x{epa}"
+                    # more envs per message: the same number of updates, so steps scale with the envs
+                    res = _run_one(config, mode, a, steps[system] * epa, out, warmup, timeout_s, epa)
                     row = {"system": system, "mode": mode, "actors": a if mode != "local" else 0,
-                           "total_envs": a, "agents": n_agents, **res}
+                           "envs_per_actor": epa if mode != "local" else 0,
+                           "total_envs": a * epa, "agents": n_agents, **res}
                     if res["available"]:
                         row["agent_steps_per_s"] = round(res["env_steps_per_s"] * n_agents, 1)
                         row["env_steps_per_s"] = round(res["env_steps_per_s"], 1)
@@ -162,6 +174,7 @@ def run_bench(systems: list[str], actor_counts: list[int], modes: list[str], ste
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "cpus": os.cpu_count(), "load_avg_1m_at_end": round(os.getloadavg()[0], 2)},
         "settings": {"algorithm": algorithm, "steps": steps, "warmup_share": warmup, "envs_per_actor": 1,
+                     "wide": [f"{a}x{e}" for a, e in wide or []],
                      "omp_num_threads": 1,
                      "modes": ["local", *modes], "actors": actor_counts},
         "results": rows, "summary": summary,
@@ -182,7 +195,11 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The issue's targets, checked on microgrid-6 (and microgrid-20 where measured)."""
     out: dict[str, Any] = {}
     for row in rows:
-        if row["mode"] == "sync" and row["actors"] == 2 and row.get("available"):
+        if row["mode"] == "sync" and row["actors"] == 2 and row.get("envs_per_actor", 1) > 1 \
+                and row.get("available") and row["system"] in out:
+            out[row["system"]][f"sync2x{row['envs_per_actor']}_speedup_vs_local"] = row.get("speedup_vs_local")
+            out[row["system"]][f"sync2x{row['envs_per_actor']}_transport_share"] = row.get("transport_share")
+        elif row["mode"] == "sync" and row["actors"] == 2 and row.get("available"):
             key = row["system"]
             out[key] = {"sync2_speedup_vs_local": row.get("speedup_vs_local"),
                         "target_speedup": 1.6, "speedup_met": (row.get("speedup_vs_local") or 0) >= 1.6,
@@ -203,20 +220,27 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 @click.option("--warmup", type=float, default=0.2, show_default=True,
               help="share of the updates left out of the timing (start-up, JIT, first connection)")
 @click.option("--algorithm", default="powernet", show_default=True, help="configs/<algorithm>_mgN.toml")
+@click.option("--wide", default="2x4", show_default=True,
+              help="extra ACTORSxENVS rows (comma-separated; '' for none): ENVS per actor, local with ACTORS*ENVS")
 @exit_on_user_error
 def bench_system(out_path: str, systems: str, actors: str, modes: str, steps: int | None, warmup: float,
-                 algorithm: str) -> None:
+                 algorithm: str, wide: str) -> None:
     """Agent-steps/s of full training per mode and actor count, and the share of time in transport."""
     try:
         actor_counts = [int(x) for x in actors.split(",")]
     except ValueError as exc:
         raise InputError(f"--actors: expected comma-separated integers, got {actors!r}") from exc
+    try:
+        wide_grid = [(int(a), int(e)) for a, e in (w.strip().lower().split("x") for w in wide.split(",")
+                                                   if w.strip())]
+    except ValueError as exc:
+        raise InputError(f"--wide: expected ACTORSxENVS items like 2x4, got {wide!r}") from exc
     if not 0.0 <= warmup < 1.0:
         raise InputError("--warmup must be in [0, 1)")
     names = [s.strip() for s in systems.split(",") if s.strip()]
     per_system = {s: steps or DEFAULT_STEPS.get(s, 2000) for s in names}
     result = run_bench(names, actor_counts, [m.strip() for m in modes.split(",") if m.strip()], per_system,
-                       warmup=warmup, algorithm=algorithm)
+                       warmup=warmup, algorithm=algorithm, wide=wide_grid)
     path = Path(out_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")

@@ -24,6 +24,7 @@ from common import config as config_mod
 from common.config import Config
 from common.errors import InputError
 from common.logs import setup_logging
+from common.security import server_security
 
 MAX_RESTARTS = 5
 
@@ -33,9 +34,11 @@ class TrainingFailed(RuntimeError):
 
 
 def build_learner(cfg: Config, out_dir: str | Path, run_id: str, free_ports: bool = False, echo: bool = False,
-                  watch_parent: bool = False, resume: bool = False) -> Any:
+                  watch_parent: bool = False, resume: bool = False, keys: str | Path | None = None,
+                  insecure: bool = False) -> Any:
     """Seed, build the model as the reference trainer does, write config.toml, bind the learner's sockets;
-    with `resume`, continue from RUN/checkpoints/latest.pt (model, optimiser, counters, actors' streams)."""
+    with `resume`, continue from RUN/checkpoints/latest.pt (model, optimiser, counters, actors' streams).
+    `keys`/`insecure`: the bind policy of `common.security` (checked first, before anything is written)."""
     from actor.envs import make_vec_env
     from common.nets import build_model
     from common.seeding import seed_everything
@@ -43,6 +46,7 @@ def build_learner(cfg: Config, out_dir: str | Path, run_id: str, free_ports: boo
     from learner.checkpoint import load_checkpoint
     from learner.service import LearnerService, torch_threads
 
+    security = server_security(cfg.dist.host, keys, insecure)
     out = Path(out_dir)
     latest = _check_resume(out, resume)
     out.mkdir(parents=True, exist_ok=True)
@@ -53,7 +57,9 @@ def build_learner(cfg: Config, out_dir: str | Path, run_id: str, free_ports: boo
     env = make_vec_env(cfg.env, 1)
     model = build_model(cfg.model, env.adjacency, env.obs_dim, env.n_actions).to(device)
     service = LearnerService(cfg, model, out, run_id, METRIC_FIELDS, free_ports=free_ports, echo=echo,
-                             watch_parent=watch_parent)
+                             watch_parent=watch_parent, security=security)
+    if security.warning:
+        service.log.warning("%s", security.warning)
     if resume:
         service.restore(load_checkpoint(latest))
     return service

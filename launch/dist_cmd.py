@@ -10,6 +10,8 @@ from pathlib import Path
 import click
 
 from common.config import load_config
+from common.errors import InputError
+from common.security import client_security, generate_keys, is_loopback, parse_tcp
 from launch.errors import exit_on_user_error
 
 
@@ -22,16 +24,28 @@ from launch.errors import exit_on_user_error
 @click.option("--free-ports", is_flag=True, help="bind free ports instead of dist.*_port (see endpoints.json)")
 @click.option("--watch-parent", is_flag=True, hidden=True, help="stop when the launching process is gone")
 @click.option("--resume", is_flag=True, help="continue the run in --out from its latest checkpoint")
+@click.option("--bind", "bind", metavar="tcp://HOST:PORT",
+              help="control socket address; rollouts bind PORT+1, weights PORT+2 (PORT 0: free ports). "
+                   "HOST other than loopback needs --keys or --insecure")
+@click.option("--keys", "keys_dir", type=click.Path(file_okay=False),
+              help="CURVE key directory from `powernet keys`: encrypt and accept only its allowed actors")
+@click.option("--insecure", is_flag=True, help="allow a non-loopback bind without CURVE (not recommended)")
 @exit_on_user_error
 def learner(config_path: str, out_dir: str, steps: int | None, overrides: tuple[str, ...], run_id: str | None,
-            free_ports: bool, watch_parent: bool, resume: bool) -> None:
+            free_ports: bool, watch_parent: bool, resume: bool, bind: str | None, keys_dir: str | None,
+            insecure: bool) -> None:
     """Run the learner service: bind rollout/weights/control sockets and train."""
     from launch.dist import build_learner
 
     extra = list(overrides) + ([f"train.steps={steps}"] if steps is not None else [])
+    if bind is not None:
+        extra, free_ports = extra + _bind_overrides(bind), free_ports or parse_tcp(bind)[1] == 0
     cfg = load_config(config_path, extra)
     run_id = run_id or f"{Path(out_dir).name or 'run'}-{secrets.token_hex(4)}"
-    service = build_learner(cfg, out_dir, run_id, free_ports=free_ports, watch_parent=watch_parent, resume=resume)
+    service = build_learner(cfg, out_dir, run_id, free_ports=free_ports, watch_parent=watch_parent, resume=resume,
+                            keys=keys_dir, insecure=insecure)
+    if service.security.warning:
+        click.echo(f"warning: {service.security.warning}", err=True)
     try:
         service.write_endpoints(Path(out_dir) / "endpoints.json")
         click.echo(json.dumps({"run_id": run_id, **service.endpoints}), err=True)
@@ -51,24 +65,51 @@ def learner(config_path: str, out_dir: str, steps: int | None, overrides: tuple[
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="run directory for logs/actor-K.log")
 @click.option("--timeout", "timeout_s", type=float, default=15.0, show_default=True,
               help="seconds without any answer from the learner before giving up")
+@click.option("--keys", "keys_dir", type=click.Path(file_okay=False),
+              help="CURVE key directory holding actor-K.key_secret (K = --id) and learner.key")
 @exit_on_user_error
 def actor(address: str, actor_id: int, config_path: str, overrides: tuple[str, ...], run_id: str,
-          out_dir: str | None, timeout_s: float) -> None:
+          out_dir: str | None, timeout_s: float, keys_dir: str | None) -> None:
     """Run one actor: step E envs, send rollouts, apply new weights; exit 0 when the learner says stop."""
     from actor.worker import LearnerGone, run_actor
-    from common.errors import InputError
     from launch.dist import actor_logger
 
     if not address.startswith(("tcp://", "ipc://")):
         raise InputError(f"--learner {address!r}: expected tcp://HOST:PORT")
+    if address.startswith("tcp://"):
+        parse_tcp(address, "--learner")
+    security = client_security(keys_dir, actor_id)
     cfg = load_config(config_path, list(overrides))
     if not 0 <= actor_id < cfg.dist.actors:
         raise InputError(f"--id {actor_id}: expected 0..{cfg.dist.actors - 1} (dist.actors = {cfg.dist.actors})")
     log = actor_logger(out_dir, actor_id)
+    if security.secret is None and address.startswith("tcp://") and not is_loopback(parse_tcp(address)[0]):
+        log.warning("connecting to %s without CURVE keys (--keys): the link is not encrypted", address)
     try:
-        code = run_actor(cfg, address, actor_id, run_id, log, timeout_s=timeout_s)
+        code = run_actor(cfg, address, actor_id, run_id, log, timeout_s=timeout_s, security=security)
     except LearnerGone as exc:
         log.error("%s", exc)
         click.echo(f"error: actor {actor_id}: {exc}", err=True)
         sys.exit(3)
     sys.exit(code)
+
+
+def _bind_overrides(bind: str) -> list[str]:
+    """Config overrides for ``--bind tcp://HOST:PORT``: control on PORT, rollouts PORT+1, weights PORT+2."""
+    host, port = parse_tcp(bind)
+    if port > 65533:
+        raise InputError(f"--bind {bind!r}: PORT+2 must be a valid port (PORT <= 65533)")
+    ports = [] if port == 0 else [f"dist.control_port={port}", f"dist.rollout_port={port + 1}",
+                                  f"dist.weights_port={port + 2}"]
+    return [f"dist.host={json.dumps(host)}"] + ports
+
+
+@click.command("keys")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="key directory to create")
+@click.option("--actors", type=int, default=1, show_default=True, help="actor key pairs to create (ids 0..N-1)")
+@exit_on_user_error
+def keys(out_dir: str, actors: int) -> None:
+    """Create CURVE keys: the learner's pair, one pair per actor, and the learner's allow-list (DIR/allowed)."""
+    made = generate_keys(out_dir, actors)
+    click.echo(f"wrote {len(made)} key pairs to {out_dir} (secret files mode 0600); allow-list: "
+               f"{Path(out_dir) / 'allowed'}")

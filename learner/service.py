@@ -41,6 +41,7 @@ from common.config import Config
 from common.logs import setup_logging
 from common.nets.base import GraphActorCritic
 from common.rollout import Rollout
+from common.security import ServerSecurity, server_security
 from common.tb import log_scalars
 from common.timers import StageTimer, from_meta
 from learner.checkpoint import save_checkpoint
@@ -74,7 +75,8 @@ class LearnerService:
 
     def __init__(self, cfg: Config, model: GraphActorCritic, out_dir: str | Path, run_id: str,
                  metric_fields: Sequence[str], free_ports: bool = False, echo: bool = False,
-                 max_msg_bytes: int = 64 << 20, hwm: int = 64, watch_parent: bool = False) -> None:
+                 max_msg_bytes: int = 64 << 20, hwm: int = 64, watch_parent: bool = False,
+                 security: ServerSecurity | None = None) -> None:
         if cfg.dist.mode not in ("sync", "async"):
             raise NotImplementedError(f"dist.mode = {cfg.dist.mode} is not implemented")
         self.cfg, self.model, self.run_id = cfg, model, run_id
@@ -96,7 +98,10 @@ class LearnerService:
         self._best = -np.inf
         self._parent = os.getppid() if watch_parent else None  # a launcher gone -> stop, leave no orphan
         self._seq = 0
+        # CURVE + allow-list when keys were given; a non-loopback host without them is refused here too
+        self.security = security or server_security(cfg.dist.host, None, False)
         self._ctx = zmq.Context()
+        self.security.start(self._ctx, self.log)
         self._pull = self._bind(zmq.PULL, cfg.dist.rollout_port, free_ports, max_msg_bytes, hwm)
         self._pub = self._bind(zmq.PUB, cfg.dist.weights_port, free_ports, max_msg_bytes, hwm)
         self._router = self._bind(zmq.ROUTER, cfg.dist.control_port, free_ports, max_msg_bytes, hwm)
@@ -117,6 +122,7 @@ class LearnerService:
     def _bind(self, kind: int, port: int, free: bool, max_msg_bytes: int, hwm: int) -> zmq.Socket:
         sock = self._ctx.socket(kind)
         wire.configure_socket(sock, max_msg_bytes, hwm)
+        self.security.apply(sock)
         host = self.cfg.dist.host
         if free:
             sock.bind_to_random_port(f"tcp://{host}")
@@ -304,6 +310,7 @@ class LearnerService:
         best = self._best
         next_ckpt = (self.env_steps // tc.checkpoint_every + 1) * tc.checkpoint_every
         recent_mean = float("nan")
+        loop_timers: dict[str, float] | None = None
         self._pub_weights()
         try:
             while self.env_steps < tc.steps and not self.stop_requested:
@@ -343,33 +350,36 @@ class LearnerService:
                 with self.timers.stage("publish"):
                     self._pub_weights()
                     self._answer_waiting()
-                episodes = sum(int(s.get("episodes", 0)) for s in stats)
-                ep_sum = sum(float(s.get("episode_return_sum", 0.0)) for s in stats)
-                if episodes:
-                    recent.extend([ep_sum / episodes] * episodes)
-                    recent_mean = float(np.mean(recent))
-                row = {
-                    "update": self.version, "env_steps": self.env_steps,
-                    "wall_s": round(time.perf_counter() - start, 4), "lr": out["lr"],
-                    "reward_mean": float(batch.rewards.mean(dtype=np.float64)),
-                    "episode_return": ep_sum / episodes if episodes else "", "episodes": episodes,
-                    "violation_rate": sum(float(s.get("violations", 0)) for s in stats) / batch.rewards.size,
-                    "diverged": sum(int(s.get("diverged", 0)) for s in stats),
-                    "loss": out["loss"], "policy_loss": out["policy_loss"], "value_loss": out["value_loss"],
-                    "entropy": out["entropy"], "grad_norm": out["grad_norm"],
-                    "policy_lag": sum(lags) / len(lags), "policy_lag_max": max(lags)}
-                writer.writerow(row)
-                log_scalars(tb, row, self.env_steps)
-                if self.version % tc.log_every == 0:
-                    metrics_fh.flush()
-                    tb.flush()
-                    self.log.info("update %d  env steps %d  recent return %.3f  loss %.4f  %.0f steps/s  "
-                                  "dropped %d", self.version, self.env_steps, recent_mean, out["loss"],
-                                  self.env_steps / max(time.perf_counter() - start, 1e-9),
-                                  sum(self.dropped.values()))
-                if self.env_steps >= next_ckpt:
-                    best = self._checkpoint(recent_mean, best)
-                    next_ckpt = (self.env_steps // tc.checkpoint_every + 1) * tc.checkpoint_every
+                with self.timers.stage("record"):  # metrics row, TensorBoard, log line, scheduled checkpoint
+                    episodes = sum(int(s.get("episodes", 0)) for s in stats)
+                    ep_sum = sum(float(s.get("episode_return_sum", 0.0)) for s in stats)
+                    if episodes:
+                        recent.extend([ep_sum / episodes] * episodes)
+                        recent_mean = float(np.mean(recent))
+                    row = {
+                        "update": self.version, "env_steps": self.env_steps,
+                        "wall_s": round(time.perf_counter() - start, 4), "lr": out["lr"],
+                        "reward_mean": float(batch.rewards.mean(dtype=np.float64)),
+                        "episode_return": ep_sum / episodes if episodes else "", "episodes": episodes,
+                        "violation_rate": sum(float(s.get("violations", 0)) for s in stats) / batch.rewards.size,
+                        "diverged": sum(int(s.get("diverged", 0)) for s in stats),
+                        "loss": out["loss"], "policy_loss": out["policy_loss"], "value_loss": out["value_loss"],
+                        "entropy": out["entropy"], "grad_norm": out["grad_norm"],
+                        "policy_lag": sum(lags) / len(lags), "policy_lag_max": max(lags)}
+                    writer.writerow(row)
+                    log_scalars(tb, row, self.env_steps)
+                    if self.version % tc.log_every == 0:
+                        metrics_fh.flush()
+                        tb.flush()
+                        self.log.info("update %d  env steps %d  recent return %.3f  loss %.4f  %.0f steps/s  "
+                                      "dropped %d", self.version, self.env_steps, recent_mean, out["loss"],
+                                      self.env_steps / max(time.perf_counter() - start, 1e-9),
+                                      sum(self.dropped.values()))
+                    if self.env_steps >= next_ckpt:
+                        best = self._checkpoint(recent_mean, best)
+                        next_ckpt = (self.env_steps // tc.checkpoint_every + 1) * tc.checkpoint_every
+            # the steady-state totals: the final checkpoint and the stop handshake below are not step time
+            loop_timers = self.timers.totals()
             self._checkpoint(recent_mean, best)
         finally:
             metrics_fh.close()
@@ -377,7 +387,7 @@ class LearnerService:
         self.stop_actors()
         summary = {"updates": self.version, "env_steps": self.env_steps, "recent_return": recent_mean,
                    "wall_s": time.perf_counter() - start, "dropped": dict(self.dropped),
-                   "timers": self.timers.totals(),
+                   "timers": loop_timers or self.timers.totals(),
                    "actor_timers": {str(k): v for k, v in sorted(self.actor_timers.items())}}
         if self.cfg.dist.mode == "async":  # rollouts that entered updates, by policy lag
             summary["policy_lag_counts"] = {str(k): v for k, v in sorted(self.lag_counts.items())}
@@ -478,6 +488,7 @@ class LearnerService:
         """Close the sockets and the context (safe to call twice)."""
         for sock in (self._pull, self._pub, self._router):
             sock.close(linger=200)
+        self.security.stop()
         self._ctx.term()
 
 
