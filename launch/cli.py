@@ -28,8 +28,13 @@ def _register() -> None:
     bench.add_command(train_cmd.bench_learner)
     main.add_command(dist_cmd.learner)
     main.add_command(dist_cmd.actor)
+    main.add_command(dist_cmd.keys)
     main.add_command(plot_cmd.plot)
     bench.add_command(bench_system.bench_system)
+    from launch import study_cmd
+
+    main.add_command(study_cmd.study)
+    main.add_command(study_cmd.report)
 
 
 _register()

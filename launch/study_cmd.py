@@ -1,0 +1,55 @@
+"""`powernet study` and `powernet report`: thin click wrappers over launch.study and launch.report."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from common.errors import InputError
+from launch.errors import exit_on_user_error
+
+
+@click.command("study")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), required=True,
+              help="study config, e.g. configs/studies/paper_mg6.toml")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="study directory, e.g. studies/paper_mg6 (re-run the same command to continue)")
+@click.option("--jobs", type=int, help="runs at a time (overrides study.jobs; capped by the machine's cores)")
+@click.option("--dry-run", is_flag=True, help="print the runs, their state and their commands; run nothing")
+@exit_on_user_error
+def study(config_path: str, out_dir: str, jobs: int | None, dry_run: bool) -> None:
+    """Train a grid of runs a few at a time (each resumable), evaluate them and the conventional controllers.
+
+    Finished runs are skipped, interrupted ones resume from their latest checkpoint; Ctrl-C stops every
+    child and leaves the study ready to continue."""
+    from launch.study import load_study, run_study
+
+    if jobs is not None and jobs < 1:
+        raise InputError("--jobs must be at least 1")
+    spec = load_study(config_path)
+    argv = ["study", "-c", config_path, "--out", out_dir, *(["--jobs", str(jobs)] if jobs else [])]
+    status = run_study(spec, Path(out_dir), jobs=jobs, dry_run=dry_run, echo=click.echo, argv=argv)
+    if status:
+        sys.exit(status)
+
+
+@click.command("report")
+@click.option("--study", "study_dir", type=click.Path(file_okay=False), required=True,
+              help="study directory written by `powernet study`")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="report folder (default: STUDY/report)")
+@click.option("--trace-seed", type=int, help="evaluation seed of the voltage-trajectory figure (default: the first)")
+@exit_on_user_error
+def report(study_dir: str, out_dir: str | None, trace_seed: int | None) -> None:
+    """Write STUDY/report/report.md (results table with 95 % intervals, provenance, wall times, commands)
+    and PNG figures: learning curves, voltage trajectories and the α/β heat map."""
+    from launch.report import write_report
+
+    argv = ["report", "--study", study_dir, *(["--out", out_dir] if out_dir else []),
+            *(["--trace-seed", str(trace_seed)] if trace_seed is not None else [])]
+    path = write_report(study_dir, out_dir, trace_seed=trace_seed, argv=argv)
+    click.echo(str(path))
+    for png in sorted(path.parent.glob("*.png")):
+        click.echo(str(png))

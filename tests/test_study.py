@@ -1,0 +1,217 @@
+"""The study runner and its report: a tiny grid (2 algorithms x 1 seed) interrupted mid-run and re-run
+(finished runs skipped, the unfinished one resumed), the report files, config validation, the t-interval,
+and the α/β heat map from a synthetic study."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from proc_helpers import alive, kill_all, wait_gone
+
+from launch.cli import main
+from launch.report import mean_interval, t_critical, write_report
+from launch.study import FINISHED, RUN_SPEC, last_env_steps, load_study, override_tag
+
+pytestmark = pytest.mark.timeout(150)
+REPO = Path(__file__).resolve().parent.parent
+STEPS = 1200
+TINY = f"""
+[study]
+algorithms = ["ia2c", "powernet"]
+systems = ["microgrid-6"]
+seeds = [0]
+steps = {STEPS}
+jobs = 1
+eval_episodes = 2
+set = ["train.checkpoint_every=40", "train.log_every=5"]
+progress_every_s = 1.0
+"""
+
+
+def _study_cmd(config: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "launch", "study", "-c", str(config), "--out", str(out)]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _attempt_pids(out: Path) -> list[int]:
+    pids = []
+    for spec in (out / "runs").glob(f"*/{RUN_SPEC}"):
+        pids += [a["pid"] for a in json.loads(spec.read_text())["attempts"]]
+    return pids
+
+
+def test_study_resumes_after_interrupt_skips_finished_runs_and_reports(tmp_path, no_orphans):
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    out = tmp_path / "study"
+    first, second = out / "runs" / "ia2c_mg6_base_s0", out / "runs" / "powernet_mg6_base_s0"
+
+    # 1. interrupt the study (SIGINT to its process group, as Ctrl-C) once the first run has finished and the
+    #    second has written a checkpoint
+    log1 = (tmp_path / "first.log").open("w")
+    proc = subprocess.Popen(_study_cmd(config, out), cwd=REPO, env=_env(), stdout=log1, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not ((first / FINISHED).is_file() and (second / "checkpoints" / "latest.pt").is_file()):
+            assert proc.poll() is None, (tmp_path / "first.log").read_text()
+            assert time.monotonic() < deadline, "the study never reached the second run's first checkpoint"
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log1.close()
+    text = (tmp_path / "first.log").read_text()
+    assert "interrupted: re-run the same command to continue" in text
+    assert not wait_gone(_attempt_pids(out), 5.0), "a training process outlived the interrupted study"
+    assert not (second / FINISHED).exists()
+    interrupted_at = last_env_steps(second / "metrics.csv")
+    assert 0 < interrupted_at < STEPS, "the second run finished before the interrupt: raise STEPS"
+    first_ckpt_mtime = (first / "checkpoints" / "latest.pt").stat().st_mtime_ns
+
+    # 2. re-run: the finished run is skipped, the unfinished one resumes from its checkpoint
+    done = subprocess.run(_study_cmd(config, out), cwd=REPO, env=_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "skip ia2c_mg6_base_s0: finished" in done.stdout
+    assert "powernet_mg6_base_s0 (resume) done" in done.stdout
+    assert (first / "checkpoints" / "latest.pt").stat().st_mtime_ns == first_ckpt_mtime  # not retrained
+    spec = json.loads((second / RUN_SPEC).read_text())
+    assert [a["resumed"] for a in spec["attempts"]] == [False, True]
+    assert "--resume" in spec["attempts"][1]["command"]
+    assert "resumed from" in (second / "logs" / "learner.log").read_text()
+    for run in (first, second):
+        assert json.loads((run / FINISHED).read_text())["env_steps"] >= STEPS
+        summary = json.loads((run / "eval" / "summary.json").read_text())
+        assert summary["seeds"] == [2000, 2025]
+    for controller in ("droop", "secondary"):
+        summary = json.loads((out / "baselines" / "microgrid-6" / controller / "summary.json").read_text())
+        assert summary["episodes"] == 2
+    assert not wait_gone(_attempt_pids(out), 5.0)
+
+    # 3. a third run of a complete study trains and evaluates nothing
+    eval_mtime = (second / "eval" / "summary.json").stat().st_mtime_ns
+    again = subprocess.run(_study_cmd(config, out), cwd=REPO, env=_env(), capture_output=True, text=True,
+                           timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert "train " not in again.stdout and "evaluate " not in again.stdout
+    assert (second / "eval" / "summary.json").stat().st_mtime_ns == eval_mtime
+
+    # 4. the report
+    result = CliRunner().invoke(main, ["report", "--study", str(out)])
+    assert result.exit_code == 0, result.output
+    report = (out / "report" / "report.md").read_text()
+    for row in ("| ia2c | base | 1 |", "| powernet | base | 1 |", "| droop control |", "| secondary control |"):
+        assert row in report
+    assert "Training commit(s)" in report and "Machine:" in report
+    assert "powernet study -c" in report and "--resume" in report and "## Wall time per run" in report
+    for png in ("learning_curves_microgrid-6.png", "voltages_microgrid-6_seed2000.png"):
+        path = out / "report" / png
+        assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_study_key_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TINY.replace("jobs = 1", "jbos = 1"))
+    result = CliRunner().invoke(main, ["study", "-c", str(bad), "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2
+    assert "unknown key study.jbos" in result.output
+    bad.write_text(TINY + '\n[grid]\n"train.spatial_discount" = [0.5, 1.5]\n')
+    result = CliRunner().invoke(main, ["study", "-c", str(bad), "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2 and "above the maximum" in result.output
+    assert not (tmp_path / "s").exists()
+
+
+def test_study_configs_expand_to_the_planned_grids(tmp_path):
+    sweep = load_study(REPO / "configs" / "studies" / "alpha_beta_sweep.toml")
+    assert len(sweep.runs) == 4 * 3 * 3 and sweep.steps == 1_000_000
+    assert {r.tag for r in sweep.runs} >= {"alpha0.5-beta0", "alpha1-beta0.4"}
+    for name, system in (("paper_mg6", "microgrid-6"), ("paper_mg20", "microgrid-20")):
+        study = load_study(REPO / "configs" / "studies" / f"{name}.toml")
+        assert len(study.runs) == 7 * 3 and {r.system for r in study.runs} == {system}
+    assert override_tag({"train.spatial_discount": 0.75, "env.smoothing_beta": 0.2}) == "alpha0.75-beta0.2"
+    result = CliRunner().invoke(main, ["study", "-c", str(REPO / "configs" / "studies" / "paper_mg6.toml"),
+                                       "--out", str(tmp_path / "p"), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("     new  powernet train") == 21 and not (tmp_path / "p").exists()
+
+
+def test_t_interval_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 5, 30, 31, 60, 200):
+        assert t_critical(df) == pytest.approx(stats.t.ppf(0.975, df), abs=2e-4)
+    mean, half, n = mean_interval([1.0, 2.0, 3.0])
+    assert (mean, n) == (2.0, 3) and half == pytest.approx(stats.t.ppf(0.975, 2) * 1.0 / np.sqrt(3), abs=1e-3)
+    assert np.isnan(mean_interval([4.0])[1])
+
+
+def test_report_draws_the_alpha_beta_heat_map(tmp_path):
+    study = tmp_path / "sweep"
+    rng = np.random.default_rng(0)
+    for alpha in (0.5, 1.0):
+        for beta in (0.0, 0.2):
+            for seed in (0, 1):
+                tag = override_tag({"train.spatial_discount": alpha, "env.smoothing_beta": beta})
+                run = study / "runs" / f"powernet_mg6_{tag}_s{seed}"
+                (run / "eval").mkdir(parents=True)
+                (run / "config.toml").write_text(f"# git commit abc\n[env]\nsmoothing_beta = {beta}\n"
+                                                 f"control_dt_s = 0.05\n[train]\nspatial_discount = {alpha}\n")
+                (run / RUN_SPEC).write_text(json.dumps({
+                    "run_id": run.name, "algorithm": "powernet", "system": "microgrid-6", "tag": tag,
+                    "overrides": {"train.spatial_discount": alpha, "env.smoothing_beta": beta}, "seed": seed,
+                    "attempts": [{"wall_s": 1.0, "end_env_steps": 100, "command": "powernet train ..."}]}))
+                (run / "metrics.csv").write_text("update,env_steps,episode_return\n1,20,1.0\n2,40,2.0\n")
+                (run / "eval" / "summary.json").write_text(json.dumps({
+                    "seeds": [2000], "mean_return": 4 * alpha + beta + rng.normal(0, 0.1),
+                    "violation_rate": 0.0, "mean_settling_step": 1.0, "max_dev_pu": 0.03}))
+                np.savez(run / "eval" / "episode-2000.npz", v_pu=np.ones((20, 6)))
+    path = write_report(study)
+    report = path.read_text()
+    assert "α/β sweep: powernet on microgrid-6" in report and "at α = 1, β = 0.2" in report
+    assert "runner-up α = 1, β = 0 " in report and "intervals overlap: yes" in report
+    assert "| powernet | alpha1-beta0.2 | 2 |" in report and " ± " in report
+    assert (path.parent / "alpha_beta_microgrid-6_powernet.png").is_file()
+    assert (path.parent / "learning_curves_microgrid-6.png").is_file()
+
+
+def test_interrupted_study_leaves_no_children_even_when_killed_hard(tmp_path, no_orphans):
+    """SIGKILL of the study process itself: its training child gets SIGTERM from the kernel (PDEATHSIG)."""
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY.replace(f"steps = {STEPS}", "steps = 100000"))
+    out = tmp_path / "study"
+    proc = subprocess.Popen(_study_cmd(config, out), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 30
+        while not pids:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+            try:
+                pids = _attempt_pids(out)
+            except (OSError, ValueError):
+                pids = []
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        left = wait_gone(pids, 10.0)
+        assert not left, f"training process {left} outlived a SIGKILLed study"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        kill_all(p for p in pids if alive(p))
