@@ -54,11 +54,16 @@ def train(config_path: str | None, mode: str, actors: int | None, envs_per_actor
     display = Progress(cfg.train.steps, style=progress_style, every=cfg.train.log_every, desc=mode)
     echo = display.style != "bar"  # on a terminal the bar replaces the echoed log lines (logs/ keeps them)
     if mode in ("sync", "async"):
-        from launch.dist import run_distributed
+        from launch.dist import TrainingFailed, run_distributed
 
-        with display:
-            summary = run_distributed(replace(cfg, dist={"mode": mode}), out_dir, echo=echo,
-                                      progress=display.update, resume=resume)
+        try:
+            with display:
+                summary = run_distributed(replace(cfg, dist={"mode": mode}), out_dir, echo=echo,
+                                          progress=display.update, resume=resume)
+        except TrainingFailed as exc:  # the details (exit codes, last log lines) are in the supervisor log
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "training failed"
+            click.echo(f"error: {first} (see {Path(out_dir) / 'logs'})", err=True)
+            raise SystemExit(1) from None
     else:
         with display:
             summary = train_local(cfg, out_dir, resume=resume, echo=echo, progress=display.update)

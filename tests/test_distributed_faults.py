@@ -234,3 +234,22 @@ def test_bad_input_on_a_live_learner_is_dropped_and_training_goes_on(tmp_path):
             sock.close(0)
         ctx.term()
         service.close()
+
+
+def test_a_failed_distributed_run_ends_with_one_error_line_and_status_1(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import launch.dist
+    from launch.cli import main
+
+    def fail(*args, **kwargs):
+        raise launch.dist.TrainingFailed("learner failed with exit code 1; last lines of its log:\nboom")
+
+    monkeypatch.setattr(launch.dist, "run_distributed", fail)
+    config = Path(__file__).resolve().parents[1] / "configs" / "powernet_mg6.toml"
+    result = CliRunner().invoke(main, ["train", "-c", str(config), "--mode", "sync", "--steps", "40",
+                                       "--progress", "off", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1, result.output
+    logs = tmp_path / "run" / "logs"
+    assert result.stderr.strip().splitlines() == [
+        f"error: learner failed with exit code 1; last lines of its log: (see {logs})"]
