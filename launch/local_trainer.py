@@ -8,7 +8,6 @@ scalars, grouped charts/, losses/, system/), checkpoints/{latest,best}.pt, logs/
 
 from __future__ import annotations
 
-import csv
 import platform
 import subprocess
 import time
@@ -28,6 +27,7 @@ from common import config as config_mod
 from common.config import Config
 from common.errors import InputError
 from common.logs import setup_logging
+from common.metrics_csv import open_metrics
 from common.nets import build_model
 from common.seeding import rng_state, seed_everything, set_rng_state
 from common.tb import TB_GROUPS, log_scalars  # noqa: F401 (TB_GROUPS re-exported)
@@ -121,12 +121,7 @@ def train_local(cfg: Config, out_dir: str | Path, resume: bool = False, echo: bo
             best = payload["best_return"] = recent
             save_checkpoint(out / "checkpoints" / "best.pt", payload)
 
-    metrics_path = out / "metrics.csv"
-    new_file = not metrics_path.exists() or not resume
-    metrics_fh = metrics_path.open("w" if new_file else "a", newline="")
-    writer = csv.DictWriter(metrics_fh, fieldnames=METRIC_FIELDS)
-    if new_file:
-        writer.writeheader()
+    metrics_fh, writer = open_metrics(out / "metrics.csv", METRIC_FIELDS, updates if resume else None)
     tb = SummaryWriter(log_dir=str(out / "tb"))
     start = time.perf_counter()
     next_ckpt = (env_steps // tc.checkpoint_every + 1) * tc.checkpoint_every

@@ -21,7 +21,6 @@ This module imports only `common` and `learner`; `launch` builds the model and w
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
@@ -39,6 +38,7 @@ import zmq
 from common import wire
 from common.config import Config
 from common.logs import setup_logging
+from common.metrics_csv import open_metrics
 from common.nets.base import GraphActorCritic
 from common.rollout import Rollout
 from common.security import ServerSecurity, server_security
@@ -298,13 +298,10 @@ class LearnerService:
         cfg, tc = self.cfg, self.cfg.train
         from torch.utils.tensorboard import SummaryWriter
 
-        metrics_path = self.out / "metrics.csv"
-        append = self.resumed and metrics_path.exists()  # a resumed run continues its rows
-        metrics_fh = metrics_path.open("a" if append else "w", newline="")
+        # a resumed run continues its rows (those logged after the checkpoint are dropped)
+        metrics_fh, writer = open_metrics(self.out / "metrics.csv", self.metric_fields,
+                                          self.version if self.resumed else None)
         tb = SummaryWriter(log_dir=str(self.out / "tb"))
-        writer = csv.DictWriter(metrics_fh, fieldnames=self.metric_fields, extrasaction="ignore")
-        if not append:
-            writer.writeheader()
         start = time.perf_counter()
         recent: deque[float] = deque(maxlen=100)
         best = self._best
