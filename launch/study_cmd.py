@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -17,9 +18,11 @@ from launch.errors import exit_on_user_error
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="study directory, e.g. studies/paper_mg6 (re-run the same command to continue)")
 @click.option("--jobs", type=int, help="runs at a time (overrides study.jobs; capped by the machine's cores)")
+@click.option("--steps", type=int, help="environment steps per run for this pass (overrides study.steps); a "
+              "later pass with more steps continues the same runs from their checkpoints")
 @click.option("--dry-run", is_flag=True, help="print the runs, their state and their commands; run nothing")
 @exit_on_user_error
-def study(config_path: str, out_dir: str, jobs: int | None, dry_run: bool) -> None:
+def study(config_path: str, out_dir: str, jobs: int | None, steps: int | None, dry_run: bool) -> None:
     """Train a grid of runs a few at a time (each resumable), evaluate them and the conventional controllers.
 
     Finished runs are skipped, interrupted ones resume from their latest checkpoint; Ctrl-C stops every
@@ -28,8 +31,13 @@ def study(config_path: str, out_dir: str, jobs: int | None, dry_run: bool) -> No
 
     if jobs is not None and jobs < 1:
         raise InputError("--jobs must be at least 1")
+    if steps is not None and steps < 1:
+        raise InputError("--steps must be at least 1")
     spec = load_study(config_path)
-    argv = ["study", "-c", config_path, "--out", out_dir, *(["--jobs", str(jobs)] if jobs else [])]
+    if steps is not None:
+        spec = replace(spec, steps=steps)
+    argv = ["study", "-c", config_path, "--out", out_dir, *(["--jobs", str(jobs)] if jobs else []),
+            *(["--steps", str(steps)] if steps is not None else [])]
     status = run_study(spec, Path(out_dir), jobs=jobs, dry_run=dry_run, echo=click.echo, argv=argv)
     if status:
         sys.exit(status)
