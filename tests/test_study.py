@@ -124,6 +124,18 @@ def test_study_resumes_after_interrupt_skips_finished_runs_and_reports(tmp_path,
         path = out / "report" / png
         assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # 5. a later pass with a larger budget (--steps) continues both finished runs and evaluates them again
+    more = STEPS + 400
+    longer = subprocess.run([*_study_cmd(config, out), "--steps", str(more)], cwd=REPO, env=_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert longer.returncode == 0, longer.stdout + longer.stderr
+    assert f"{more} env steps each" in longer.stdout and "2 to resume" in longer.stdout
+    for run in (first, second):
+        assert json.loads((run / FINISHED).read_text())["env_steps"] >= more
+        assert last_env_steps(run / "metrics.csv") >= more
+        assert json.loads((run / RUN_SPEC).read_text())["attempts"][-1]["resumed"] is True
+    assert (second / "eval" / "summary.json").stat().st_mtime_ns > eval_mtime
+
 
 def test_unknown_study_key_is_a_one_line_error(tmp_path):
     bad = tmp_path / "bad.toml"
@@ -131,6 +143,8 @@ def test_unknown_study_key_is_a_one_line_error(tmp_path):
     result = CliRunner().invoke(main, ["study", "-c", str(bad), "--out", str(tmp_path / "s")])
     assert result.exit_code == 2
     assert "unknown key study.jbos" in result.output
+    result = CliRunner().invoke(main, ["study", "-c", str(bad), "--out", str(tmp_path / "s"), "--steps", "0"])
+    assert result.exit_code == 2 and "--steps must be at least 1" in result.output
     bad.write_text(TINY + '\n[grid]\n"train.spatial_discount" = [0.5, 1.5]\n')
     result = CliRunner().invoke(main, ["study", "-c", str(bad), "--out", str(tmp_path / "s")])
     assert result.exit_code == 2 and "above the maximum" in result.output
