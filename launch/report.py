@@ -344,6 +344,7 @@ def write_report(study_dir: str | Path, out_dir: str | Path | None = None, trace
         lines += [f"## {system}", ""]
         lines += _table(group_list, base.get(system, {}), system, csv_rows)
         lines.append("")
+        lines += ranking_lines(group_list, base.get(system, {}), system)
         curve = out / f"learning_curves_{system}.png"
         if plot_learning_curves(group_list, system, curve):
             figures.append(curve.name)
@@ -390,6 +391,40 @@ def write_report(study_dir: str | Path, out_dir: str | Path | None = None, trace
     (out / "report.md").write_text("\n".join(lines) + "\n")
     _write_csv(out / "table.csv", csv_rows)
     return out / "report.md"
+
+
+def ranking_lines(group_list: Sequence[Group], controllers: dict[str, dict[str, Any]], system: str,
+                  focus: str = "powernet") -> list[str]:
+    """Where `focus` ranks among the learned methods by evaluation return, its margin over the best other one
+    relative to their 95 % intervals, and its standing against the conventional controllers (one paragraph;
+    empty unless the study compares `focus` with at least one other algorithm)."""
+    groups = [g for g in group_list if g.system == system and g.evaluated]
+    if focus not in {g.algorithm for g in groups} or len({g.algorithm for g in groups}) < 2:
+        return []
+    ranked = sorted(groups, key=lambda g: -g.stat("mean_return")[0])
+    rank = next(k for k, g in enumerate(ranked) if g.algorithm == focus)
+    mine = ranked[rank]
+    m1, h1, _ = mine.stat("mean_return")
+    rival = ranked[1] if rank == 0 else ranked[0]
+    m2, h2, _ = rival.stat("mean_return")
+    text = (f"**Ranking on {system}.** {focus} ranks {rank + 1} of {len(ranked)} learned methods by evaluation return "
+            f"({_cell(m1, h1, mine.stat('mean_return')[2], '{:.3f}')}); the best other is {rival.algorithm} "
+            f"({_cell(m2, h2, rival.stat('mean_return')[2], '{:.3f}')}), a difference of {m1 - m2:+.3f}")
+    if math.isnan(h1) or math.isnan(h2):
+        text += " (no interval: single training seeds)."
+    else:
+        overlap = abs(m1 - m2) <= h1 + h2
+        text += (f", {'within' if overlap else 'beyond'} the two 95 % intervals "
+                 f"({'they overlap' if overlap else 'they do not overlap'}).")
+    for controller, summary in sorted(controllers.items()):
+        value = summary["mean_return"]
+        text += f" Against {controller} control ({value:.3f}): {m1 - value:+.3f}"
+        if math.isnan(h1):
+            text += "."
+        else:
+            where = "below" if value < m1 - h1 else "above" if value > m1 + h1 else "inside"
+            text += f"; the controller's value lies {where} {focus}'s interval."
+    return [text, ""]
 
 
 def _table(group_list: Sequence[Group], controllers: dict[str, dict[str, Any]], system: str,
@@ -446,7 +481,14 @@ def _provenance_lines(study_dir: Path, results: Sequence[RunResult], argv: Seque
                      f"{m.get('os', '?')}, Python {m.get('python', '?')}")
     finished = sum(r.finished for r in results)
     evaluated = sum(r.summary is not None for r in results)
-    lines += [f"- Runs: {len(results)} ({finished} finished, {evaluated} evaluated)", ""]
+    budgets = sorted({int(r.spec.get("steps", 0)) for r in results})
+    reached = [last_env_steps(r.run_dir / "metrics.csv") for r in results]
+    lines += [f"- Runs: {len(results)} ({finished} finished, {evaluated} evaluated)",
+              f"- Training budget: {', '.join(f'{b:,}' for b in budgets)} environment steps per run (runs reached "
+              f"{min(reached, default=0):,}–{max(reached, default=0):,}); the paper's protocol is 1,000,000"
+              + ("" if budgets and min(budgets) >= 1_000_000 else
+                 " — this is a shorter budget, so the numbers describe early training, not converged policies"),
+              ""]
     return lines
 
 

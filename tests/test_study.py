@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from proc_helpers import alive, kill_all, wait_gone
 
 from launch.cli import main
-from launch.report import mean_interval, t_critical, write_report
+from launch.report import Group, RunResult, mean_interval, ranking_lines, t_critical, write_report
 from launch.study import FINISHED, RUN_SPEC, last_env_steps, load_study, override_tag
 
 pytestmark = pytest.mark.timeout(150)
@@ -229,3 +229,24 @@ def test_interrupted_study_leaves_no_children_even_when_killed_hard(tmp_path, no
             proc.kill()
             proc.wait()
         kill_all(p for p in pids if alive(p))
+
+
+def _group(algorithm: str, returns: list[float]) -> Group:
+    runs = [RunResult(Path(f"{algorithm}{k}"), {"system": "microgrid-6", "algorithm": algorithm, "tag": "base"},
+                      True, {"mean_return": r}) for k, r in enumerate(returns)]
+    return Group("microgrid-6", algorithm, "base", runs)
+
+
+def test_ranking_paragraph_states_rank_margin_and_interval_overlap():
+    controllers = {"secondary": {"mean_return": 3.0}, "droop": {"mean_return": -9.0}}
+    apart = [_group("powernet", [5.0, 5.1, 4.9]), _group("ia2c", [4.0, 4.1, 3.9])]
+    text = ranking_lines(apart, controllers, "microgrid-6")[0]
+    assert "powernet ranks 1 of 2" in text and "the best other is ia2c" in text and "+1.000" in text
+    assert "they do not overlap" in text
+    assert "Against secondary control (3.000): +2.000; the controller's value lies below" in text
+    close = [_group("powernet", [4.0, 5.0, 4.5]), _group("ia2c", [4.0, 5.5, 4.9])]
+    text = ranking_lines(close, controllers, "microgrid-6")[0]
+    assert "powernet ranks 2 of 2" in text and "they overlap" in text
+    assert ranking_lines([_group("powernet", [1.0])], controllers, "microgrid-6") == []  # nothing to compare
+    single = ranking_lines([_group("powernet", [1.0]), _group("ia2c", [2.0])], {}, "microgrid-6")[0]
+    assert "single training seeds" in single
