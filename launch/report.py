@@ -198,7 +198,9 @@ def plot_learning_curves(groups: Sequence[Group], system: str, path: Path) -> bo
     plt = _plt()
     fig, ax = plt.subplots(figsize=(9, 5))
     drawn = 0
-    for k, group in enumerate(g for g in groups if g.system == system):
+    mine = [g for g in groups if g.system == system]
+    palette = plt.get_cmap("tab10" if len(mine) <= 10 else "tab20")  # a sweep has more lines than tab10 colours
+    for k, group in enumerate(mine):
         ends = [last_env_steps(r.run_dir / "metrics.csv") for r in group.runs]
         if not ends or max(ends) == 0:
             continue
@@ -213,7 +215,7 @@ def plot_learning_curves(groups: Sequence[Group], system: str, path: Path) -> bo
             mean = np.nanmean(stack, axis=0)
             sd = np.nanstd(stack, axis=0, ddof=1) if stack.shape[0] > 1 else np.zeros_like(grid)
         label = group.algorithm if group.tag == "base" else f"{group.algorithm} {group.tag}"
-        color = f"C{k % 10}"
+        color = palette(k % palette.N)
         ax.plot(grid, mean, color=color, lw=1.8, label=f"{label} ({len(curves)} seed{'s' * (len(curves) > 1)})")
         if stack.shape[0] > 1:
             tcrit = np.array([t_critical(int(c) - 1) if c > 1 else np.nan for c in n])
