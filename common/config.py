@@ -16,6 +16,7 @@ from typing import Any
 import tomllib
 
 from common.errors import InputError
+from common.tomlfile import read_toml
 
 ALGORITHMS = ("powernet", "neurcomm", "commnet", "dial", "consenet", "fprint", "ia2c")
 SYSTEMS = ("microgrid-6", "microgrid-20", "toy-graph")
@@ -204,13 +205,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     """Read a TOML config (or start from defaults), apply `--set` overrides, validate everything."""
     data: dict[str, dict[str, Any]] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"config file not found: {path}")
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise InputError(f"config file {path}: not valid TOML ({exc})") from exc
+        data = read_toml(path, "config file")
     data = {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
     for text in overrides:
         section, key, value = parse_override(text)

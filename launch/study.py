@@ -33,10 +33,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
-import tomllib
-
 from common.config import ALGORITHMS, SYSTEMS, load_config
 from common.errors import InputError
+from common.tomlfile import read_toml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHORT_SYSTEM = {"microgrid-6": "mg6", "microgrid-20": "mg20", "toy-graph": "toy"}
@@ -237,12 +236,7 @@ def load_study(path: str | Path) -> Study:
     """Read and validate a study config, expand its grid and check every run's resolved training config."""
     path = Path(path)
     where = str(path)
-    if not path.is_file():
-        raise InputError(f"study config not found: {path}")
-    try:
-        doc = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{where}: not valid TOML ({exc})") from exc
+    doc = read_toml(path, "study config")
     unknown = set(doc) - {"study", "grid", "variant"}
     if unknown:
         raise InputError(f"{where}: unknown section {sorted(unknown)[0]!r} (known: study, grid, variant)")

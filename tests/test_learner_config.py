@@ -48,3 +48,15 @@ def test_cli_bad_config_key_exits_2_with_one_line(tmp_path):
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "train.nope" in lines[0]
+
+
+@pytest.mark.parametrize("command, role", [(["train", "-c"], "config file"), (["study", "-c"], "study config")])
+def test_cli_missing_or_broken_toml_exits_2_naming_the_file_and_its_role(tmp_path, command, role):
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[train]\nsteps = \n")
+    for path, reason in ((tmp_path / "missing.toml", "not found"), (broken, "not valid TOML")):
+        result = CliRunner().invoke(main, [*command, str(path), "--out", str(tmp_path / "out")])
+        assert result.exit_code == 2, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and role in lines[0] and reason in lines[0] and str(path) in lines[0]
+    assert not (tmp_path / "out").exists()

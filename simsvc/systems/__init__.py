@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomllib
 
 from common.errors import InputError
+from common.tomlfile import read_toml
 
 SYSTEMS_DIR = Path(__file__).resolve().parent
 DG_MODELS = ("reduced", "full")
@@ -172,10 +172,7 @@ def load_system(name_or_path: str | Path) -> System:
     """Load and validate a system file; see the module docstring."""
     path = resolve_system_path(name_or_path)
     rd = _Reader(path)
-    try:
-        doc = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{path.name}: not valid TOML: {exc}") from None
+    doc = read_toml(path, "system file")
     rd.check_keys(doc, {"name", "frequency_hz", "v_nom_v", "dg_model", "start", "integration", "control",
                         "episode", "secondary_frequency", "secondary_voltage", "dg_defaults", "bus", "dg",
                         "line", "load", "agents", "inner_loop", "filter", "obs_norm"}, "")
