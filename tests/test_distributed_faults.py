@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import zmq
+from checkpoint_helpers import assert_same_params
 from proc_helpers import alive, kill_all, wait_gone
 from zmq.utils.monitor import recv_monitor_message
 
@@ -62,13 +63,6 @@ def _actor_pids(run: Path) -> dict[int, list[int]]:
     return found
 
 
-def _assert_same_params(a_path: Path, b_path: Path) -> None:
-    a, b = load_checkpoint(a_path), load_checkpoint(b_path)
-    assert a["updates"] == b["updates"] and a["env_steps"] == b["env_steps"]
-    for key, value in a["model"].items():
-        torch.testing.assert_close(b["model"][key], value, rtol=0, atol=1e-6, msg=key)
-
-
 def test_sync_resume_continues_from_the_checkpoint_and_matches_an_uninterrupted_run(tmp_path, no_orphans):
     k = 3
     run_distributed(_cfg(k), tmp_path / "split")
@@ -82,7 +76,7 @@ def test_sync_resume_continues_from_the_checkpoint_and_matches_an_uninterrupted_
     assert [int(r["env_steps"]) for r in rows] == [PER_UPDATE * u for u in range(1, 2 * k + 1)]
     assert "resumed at update 3" in (tmp_path / "split" / "logs" / "learner.log").read_text()
     run_distributed(_cfg(2 * k), tmp_path / "full")
-    _assert_same_params(tmp_path / "full" / "checkpoints" / "latest.pt",
+    assert_same_params(tmp_path / "full" / "checkpoints" / "latest.pt",
                         tmp_path / "split" / "checkpoints" / "latest.pt")
     # the learner writes TensorBoard events under the local trainer's names
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -137,7 +131,7 @@ def test_kill_9_of_an_actor_is_survived_and_the_run_is_unchanged(tmp_path, no_or
     local = load_config("configs/powernet_mg6.toml", ["train.n_steps=20", "train.seed=5", "train.num_envs=2",
                                                       "train.env_groups=2", f"train.steps={updates * PER_UPDATE}"])
     train_local(local, tmp_path / "local")
-    _assert_same_params(tmp_path / "local" / "checkpoints" / "latest.pt", run / "checkpoints" / "latest.pt")
+    assert_same_params(tmp_path / "local" / "checkpoints" / "latest.pt", run / "checkpoints" / "latest.pt")
 
 
 SUPERVISOR = """

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import zmq
+from checkpoint_helpers import assert_same_params
 
 from actor.worker import run_actor
 from common import wire
@@ -35,11 +36,9 @@ def test_sync_matches_local_reference(tmp_path, no_orphans, actors, envs):
                        common + [f"dist.actors={actors}", f"dist.envs_per_actor={envs}"])
     summary = run_distributed(dist, tmp_path / "sync")
     assert summary["updates"] == updates and summary["dropped"] == {}
-    a = load_checkpoint(tmp_path / "local" / "checkpoints" / "latest.pt")
-    b = load_checkpoint(tmp_path / "sync" / "checkpoints" / "latest.pt")
-    assert a["updates"] == b["updates"] == updates
-    for key, value in a["model"].items():
-        torch.testing.assert_close(b["model"][key], value, rtol=0, atol=1e-6, msg=key)
+    local_ckpt, sync_ckpt = (tmp_path / name / "checkpoints" / "latest.pt" for name in ("local", "sync"))
+    assert load_checkpoint(sync_ckpt)["updates"] == updates
+    assert_same_params(local_ckpt, sync_ckpt)
     for name in ("learner", "actor-0", f"actor-{actors - 1}"):
         assert (tmp_path / "sync" / "logs" / f"{name}.log").stat().st_size > 0
     assert len((tmp_path / "sync" / "metrics.csv").read_text().splitlines()) == updates + 1

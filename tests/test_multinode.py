@@ -17,15 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 import zmq
+from checkpoint_helpers import assert_same_params
 from proc_helpers import kill_all, wait_gone
 
 from common import config as config_mod
 from common.config import load_config
 from common.security import generate_keys
 from launch.dist import run_distributed
-from learner.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.timeout(240)
 REPO = Path(__file__).resolve().parents[1]
@@ -93,13 +92,6 @@ def _wait_endpoints(out: Path, learner: subprocess.Popen, timeout_s: float = 60.
 
 def _port(endpoint: str) -> int:
     return int(endpoint.rsplit(":", 1)[1])
-
-
-def _same_params(a_path: Path, b_path: Path) -> None:
-    a, b = load_checkpoint(a_path), load_checkpoint(b_path)
-    assert a["updates"] == b["updates"] and a["env_steps"] == b["env_steps"]
-    for key, value in a["model"].items():
-        torch.testing.assert_close(b["model"][key], value, rtol=0, atol=1e-6, msg=key)
 
 
 # ------------------------------------------------------------------------------------------------- CURVE
@@ -276,7 +268,7 @@ def test_true_multi_host_run_over_veth_matches_loopback(tmp_path, netns, procs):
     stats = json.loads((out / "learner_stats.json").read_text())
     assert stats["updates"] == updates and stats["dropped"] == {}
     run_distributed(cfg, tmp_path / "loopback")
-    _same_params(tmp_path / "loopback" / "checkpoints" / "latest.pt", out / "checkpoints" / "latest.pt")
+    assert_same_params(tmp_path / "loopback" / "checkpoints" / "latest.pt", out / "checkpoints" / "latest.pt")
 
 
 def test_insecure_bind_warns_and_trains(tmp_path, procs):
