@@ -1,6 +1,7 @@
-"""Multi-node runs: CURVE authentication of actors, the bind policy, a true multi-host run across Linux network
-namespaces joined by veth pairs (compared with a loopback run), the ssh launcher with a local ssh replacement,
-and the Slurm batch script's syntax and dry run. Every child is killed in a finally, every namespace removed."""
+"""Multi-node runs: CURVE authentication of actors, the bind policy, a multi-host run compared with a loopback
+run (across Linux network namespaces joined by veth pairs where the machine allows it, else over this host's own
+non-loopback address), the ssh launcher with a local ssh replacement, and the Slurm batch script's syntax and
+dry run. Every child is killed in a finally, every namespace removed."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -232,36 +234,65 @@ class Namespaces:
         return [ns for ns in [self.hub, *self.spokes] if ns in listed]
 
 
+def _host_address() -> str | None:
+    """This host's non-loopback IPv4 address (the one its default route leaves by), or None without one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1; connect() on UDP only picks a route, it sends nothing
+        except OSError:
+            return None
+        addr = s.getsockname()[0]
+    return None if addr.startswith("127.") or addr == "0.0.0.0" else addr
+
+
+@dataclass
+class Hosts:
+    """Where a learner and its actors run: `learner_ns`/`actor_ns` are network namespaces (None: the host's)."""
+
+    how: str
+    learner_addr: str
+    port: int
+    learner_ns: str | None
+    actor_ns: list[str | None]
+
+
 @pytest.fixture
-def netns() -> Iterator[Namespaces]:
-    reason = _netns_unavailable()
-    if reason:
-        pytest.skip(f"no network namespaces: {reason}")
-    ns = Namespaces(2)
-    try:
-        ns.create()
-        yield ns
-    finally:
-        ns.remove()
-    assert not ns.left_over(), f"namespaces left: {ns.left_over()}"
+def hosts() -> Iterator[Hosts]:
+    """Two actor hosts and a learner host: separate network namespaces joined by veth pairs where this machine
+    lets us create them (root), else processes on this host talking over its own non-loopback address."""
+    if _netns_unavailable() is None:
+        ns = Namespaces(2)
+        try:
+            ns.create()
+            assert ns.subnet + "." not in _ip("-o", "addr").stdout  # the address exists only inside them
+            # a fixed port is safe: the namespace is ours alone
+            yield Hosts("veth", ns.hub_addr, 5557, ns.hub, list(ns.spokes))
+        finally:
+            ns.remove()
+        assert not ns.left_over(), f"namespaces left: {ns.left_over()}"
+        return
+    addr = _host_address()
+    if addr is None:
+        pytest.skip("neither network namespaces (needs root) nor a non-loopback IPv4 address on this machine")
+    yield Hosts("host address", addr, _free_port_run(3, addr), None, [None, None])
 
 
-def test_true_multi_host_run_over_veth_matches_loopback(tmp_path, netns, procs):
+def test_multi_host_run_over_a_non_loopback_address_matches_loopback(tmp_path, hosts, procs):
     updates, actors = 3, 2
     cfg = _cfg(actors, updates)
     cfg_path = _write_cfg(cfg, tmp_path / "cfg.toml")
     keys = tmp_path / "keys"
     generate_keys(keys, actors)
-    assert netns.subnet + "." not in _ip("-o", "addr").stdout  # the address exists only inside the namespaces
     out = tmp_path / "multi"
-    bind = f"tcp://{netns.hub_addr}:5557"  # a fixed port is safe: the namespace is ours alone
+    bind = f"tcp://{hosts.learner_addr}:{hosts.port}"
     learner = procs.start("learner", ["learner", "-c", str(cfg_path), "--out", str(out), "--run-id", "mh",
-                                      "--bind", bind, "--keys", str(keys)], netns=netns.hub)
+                                      "--bind", bind, "--keys", str(keys)], netns=hosts.learner_ns)
     ep = _wait_endpoints(out, learner)
-    assert ep["control"] == bind and _port(ep["rollout"]) == 5558 and _port(ep["weights"]) == 5559
+    assert ep["control"] == bind, hosts.how
+    assert (_port(ep["rollout"]), _port(ep["weights"])) == (hosts.port + 1, hosts.port + 2)
     actor_ps = [procs.start(f"actor-{k}", ["actor", "--learner", bind, "--id", str(k), "-c", str(cfg_path),
                                            "--run-id", "mh", "--out", str(out), "--keys", str(keys),
-                                           "--timeout", "60"], netns=netns.spokes[k]) for k in range(actors)]
+                                           "--timeout", "60"], netns=hosts.actor_ns[k]) for k in range(actors)]
     for k, p in enumerate(actor_ps):
         assert p.wait(120) == 0, procs.stderr(f"actor-{k}")
     assert learner.wait(30) == 0, procs.stderr("learner")
@@ -299,8 +330,8 @@ def test_insecure_bind_warns_and_trains(tmp_path, procs):
 
 # ------------------------------------------------------------------------------------------------- launchers
 
-def _free_port_run(n: int = 3) -> int:
-    """A port P with P..P+n-1 all free on 127.0.0.1 right now."""
+def _free_port_run(n: int = 3, host: str = "127.0.0.1") -> int:
+    """A port P with P..P+n-1 all free on host right now."""
     for _ in range(200):
         base = 20000 + secrets.randbelow(30000)
         socks = []
@@ -308,7 +339,7 @@ def _free_port_run(n: int = 3) -> int:
             for p in range(base, base + n):
                 s = socket.socket()
                 socks.append(s)
-                s.bind(("127.0.0.1", p))
+                s.bind((host, p))
             return base
         except OSError:
             continue
