@@ -1,6 +1,7 @@
 """`powernet report --study DIR`: DIR/report/report.md (a results table with 95 % intervals over training
-seeds, provenance, wall times, commands) and PNG figures (learning curves, voltage trajectories, the α/β
-heat map) from a study directory written by `powernet study`."""
+seeds, a sample-efficiency table from the training curves, provenance, wall times, commands), table.csv and
+efficiency.csv, and PNG figures (learning curves, voltage trajectories, the α/β heat map) from a study
+directory written by `powernet study`."""
 
 from __future__ import annotations
 
@@ -173,8 +174,27 @@ def _superseding_rows(steps: np.ndarray) -> np.ndarray:
     return np.array(keep[::-1], dtype=np.int64)
 
 
-def _curve(run_dir: Path, grid: np.ndarray) -> np.ndarray | None:
-    """A run's smoothed training return interpolated onto `grid` env steps (NaN outside its range)."""
+@dataclass
+class LearningFacts:
+    """A run's training-return curve and the numbers the sample-efficiency table reads off it."""
+
+    steps: np.ndarray  # env steps of the run's rows
+    smoothed: np.ndarray  # trailing mean of the training episode return over `window` rows (NaN: none finite)
+    window: int  # 2 % of the run's rows
+    start: float  # mean training return over the first `window` rows
+    final: float  # mean training return over the last `window` rows
+    area_mean: float  # area under the smoothed curve / env steps it spans: level and speed in one number
+
+    def steps_to(self, threshold: float) -> float | None:
+        """Env steps at the middle of the first window whose mean return reaches threshold (None if none does);
+        the middle, not the end, so that a longer window does not report a later step."""
+        with np.errstate(invalid="ignore"):
+            hit = np.flatnonzero(self.smoothed >= threshold)
+        return float(self.steps[max(0, hit[0] - self.window // 2)]) if hit.size else None
+
+
+def learning_facts(run_dir: Path) -> LearningFacts | None:
+    """The run's training curve from metrics.csv (rows superseded by a resumed attempt dropped); None without one."""
     from launch.plots import read_metrics, smooth
 
     try:
@@ -186,11 +206,27 @@ def _curve(run_dir: Path, grid: np.ndarray) -> np.ndarray | None:
         return None
     keep = _superseding_rows(steps)
     steps, ret = steps[keep], ret[keep]
-    sm = smooth(ret, max(1, steps.size // 50))
+    window = max(1, steps.size // 50)
+    sm = smooth(ret, window)
     ok = np.isfinite(sm)
     if ok.sum() < 1:
         return None
-    return np.interp(grid, steps[ok], sm[ok], left=np.nan, right=np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a window of NaN returns only
+        start, final = float(np.nanmean(ret[:window])), float(np.nanmean(ret[-window:]))
+    s_ok, sm_ok = steps[ok], sm[ok]
+    span = float(s_ok[-1] - s_ok[0])
+    area = float(np.trapezoid(sm_ok, s_ok)) / span if span > 0 else float(sm_ok[-1])
+    return LearningFacts(steps, sm, window, start, final, area)
+
+
+def _curve(run_dir: Path, grid: np.ndarray) -> np.ndarray | None:
+    """A run's smoothed training return interpolated onto `grid` env steps (NaN outside its range)."""
+    facts = learning_facts(run_dir)
+    if facts is None:
+        return None
+    ok = np.isfinite(facts.smoothed)
+    return np.interp(grid, facts.steps[ok], facts.smoothed[ok], left=np.nan, right=np.nan)
 
 
 def plot_learning_curves(groups: Sequence[Group], system: str, path: Path) -> bool:
@@ -342,11 +378,13 @@ def write_report(study_dir: str | Path, out_dir: str | Path | None = None, trace
     lines += _provenance_lines(study_dir, results, argv)
     figures: list[str] = []
     csv_rows: list[dict[str, Any]] = []
+    efficiency_rows: list[dict[str, Any]] = []
     for system in systems:
         lines += [f"## {system}", ""]
         lines += _table(group_list, base.get(system, {}), system, csv_rows)
         lines.append("")
         lines += ranking_lines(group_list, base.get(system, {}), system)
+        lines += efficiency_lines(group_list, system, efficiency_rows)
         curve = out / f"learning_curves_{system}.png"
         if plot_learning_curves(group_list, system, curve):
             figures.append(curve.name)
@@ -392,6 +430,7 @@ def write_report(study_dir: str | Path, out_dir: str | Path | None = None, trace
     lines += _command_lines(study_dir, results, argv)
     (out / "report.md").write_text("\n".join(lines) + "\n")
     _write_csv(out / "table.csv", csv_rows)
+    _write_csv(out / "efficiency.csv", efficiency_rows)
     return out / "report.md"
 
 
@@ -427,6 +466,67 @@ def ranking_lines(group_list: Sequence[Group], controllers: dict[str, dict[str, 
             where = "below" if value < m1 - h1 else "above" if value > m1 + h1 else "inside"
             text += f"; the controller's value lies {where} {focus}'s interval."
     return [text, ""]
+
+
+EFFICIENCY_SHARE = 0.9  # the threshold lies this share of the way from the starting to the best final return
+
+
+def efficiency_lines(group_list: Sequence[Group], system: str, csv_rows: list[dict[str, Any]],
+                     focus: str = "powernet") -> list[str]:
+    """Sample efficiency from the training curves: per method the starting, final and area-mean training
+    return, and the env steps until its smoothed return first reaches a threshold common to the system:
+    r0 + 0.9 (r_best - r0), with r0 the mean starting return of every run and r_best the best method's mean
+    final return. Training returns come from the stochastic policy under random disturbances, so they are
+    lower than the greedy evaluation returns; they compare methods with each other, not with the table above."""
+    facts = {id(r): learning_facts(r.run_dir) for g in group_list if g.system == system for r in g.runs}
+    groups = [(g, [facts[id(r)] for r in g.runs if facts[id(r)] is not None]) for g in group_list
+              if g.system == system]
+    groups = [(g, fs) for g, fs in groups if fs]
+    if not groups:
+        return []
+    r0 = float(np.mean([f.start for _, fs in groups for f in fs]))
+    best_group, best_fs = max(groups, key=lambda gf: np.mean([f.final for f in gf[1]]))
+    r_best = float(np.mean([f.final for f in best_fs]))
+    threshold = r0 + EFFICIENCY_SHARE * (r_best - r0)
+    rows = []
+    for g, fs in groups:
+        stats = {key: mean_interval([getattr(f, key) for f in fs]) for key in ("start", "final", "area_mean")}
+        reached = [s for s in (f.steps_to(threshold) for f in fs) if s is not None]
+        to_t = mean_interval(reached)
+        rows.append((stats["area_mean"][0], g, fs, stats, to_t, len(reached)))
+        csv_rows.append({"system": system, "method": g.algorithm, "overrides": g.tag, "seeds": len(fs),
+                         **{f"train_{k}": v[0] for k, v in stats.items()},
+                         **{f"train_{k}_ci95": v[1] for k, v in stats.items()},
+                         "threshold": threshold, "steps_to_threshold": to_t[0],
+                         "steps_to_threshold_ci95": to_t[1], "seeds_reaching": len(reached)})
+    rows.sort(key=lambda row: -row[0])
+    lines = [f"**Sample efficiency on {system}.** Training return (stochastic policy, random disturbances; "
+             "mean over windows of 2 % of a run's episodes; a step count is the middle of the first window that "
+             f"reaches the threshold). Threshold: {threshold:.3f}, "
+             f"{EFFICIENCY_SHARE:.0%} of the way from the mean starting return {r0:.3f} to the best final return "
+             f"{r_best:.3f} ({best_group.algorithm}). Rows are sorted by the area-mean return.", "",
+             "| method | overrides | seeds | starting return | final return | area-mean return | "
+             "env steps to threshold |", "|---|---|---|---|---|---|---|"]
+    for _, g, fs, stats, to_t, n_reached in rows:
+        cells = [_cell(*stats[k], "{:.3f}") for k in ("start", "final", "area_mean")]
+        steps = "never" if not n_reached else _cell(*to_t, "{:,.0f}")
+        if 0 < n_reached < len(fs):
+            steps += f" ({n_reached} of {len(fs)} seeds; the rest never)"
+        lines.append(f"| {g.algorithm} | {g.tag} | {len(fs)} | " + " | ".join(cells) + f" | {steps} |")
+    lines.append("")
+    mine = [row for row in rows if row[1].algorithm == focus]
+    if mine and len(rows) > 1:
+        rank = rows.index(mine[0]) + 1
+        rival = rows[1] if rank == 1 else rows[0]
+        (m1, h1, _), (m2, h2, _) = mine[0][3]["area_mean"], rival[3]["area_mean"]
+        text = (f"By area-mean training return {focus} ranks {rank} of {len(rows)}; the best other is "
+                f"{rival[1].algorithm}, a difference of {m1 - m2:+.3f}")
+        if math.isnan(h1) or math.isnan(h2):
+            text += " (no interval: single training seeds)."
+        else:
+            text += f", {'within' if abs(m1 - m2) <= h1 + h2 else 'beyond'} the two 95 % intervals."
+        lines += [text, ""]
+    return lines
 
 
 def _table(group_list: Sequence[Group], controllers: dict[str, dict[str, Any]], system: str,

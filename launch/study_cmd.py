@@ -51,8 +51,9 @@ def study(config_path: str, out_dir: str, jobs: int | None, steps: int | None, d
 @click.option("--trace-seed", type=int, help="evaluation seed of the voltage-trajectory figure (default: the first)")
 @exit_on_user_error
 def report(study_dir: str, out_dir: str | None, trace_seed: int | None) -> None:
-    """Write STUDY/report/report.md (results table with 95 % intervals, provenance, wall times, commands)
-    and PNG figures: learning curves, voltage trajectories and the α/β heat map."""
+    """Write STUDY/report/report.md (results table with 95 % intervals, sample efficiency, provenance, wall
+    times, commands), table.csv, efficiency.csv and PNG figures: learning curves, voltage trajectories and
+    the α/β heat map."""
     from launch.report import write_report
 
     argv = ["report", "--study", study_dir, *(["--out", out_dir] if out_dir else []),

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from proc_helpers import alive, kill_all, wait_gone
 
 from launch.cli import main
-from launch.report import Group, RunResult, mean_interval, ranking_lines, t_critical, write_report
+from launch.report import Group, RunResult, efficiency_lines, mean_interval, ranking_lines, t_critical, write_report
 from launch.study import FINISHED, RUN_SPEC, last_env_steps, load_study, override_tag
 
 pytestmark = pytest.mark.timeout(150)
@@ -201,6 +201,7 @@ def test_report_draws_the_alpha_beta_heat_map(tmp_path):
     assert "| powernet | alpha1-beta0.2 | 2 |" in report and " ± " in report
     assert (path.parent / "alpha_beta_microgrid-6_powernet.png").is_file()
     assert (path.parent / "learning_curves_microgrid-6.png").is_file()
+    assert "Sample efficiency on microgrid-6" in report and (path.parent / "efficiency.csv").is_file()
 
 
 def test_interrupted_study_leaves_no_children_even_when_killed_hard(tmp_path, no_orphans):
@@ -250,3 +251,41 @@ def test_ranking_paragraph_states_rank_margin_and_interval_overlap():
     assert ranking_lines([_group("powernet", [1.0])], controllers, "microgrid-6") == []  # nothing to compare
     single = ranking_lines([_group("powernet", [1.0]), _group("ia2c", [2.0])], {}, "microgrid-6")[0]
     assert "single training seeds" in single
+
+
+def _curve_run(root: Path, algorithm: str, seed: int, returns: np.ndarray) -> RunResult:
+    run = root / f"{algorithm}_s{seed}"
+    run.mkdir(parents=True)
+    rows = "\n".join(f"{k + 1},{20 * (k + 1)},{r}" for k, r in enumerate(returns))
+    (run / "metrics.csv").write_text("update,env_steps,episode_return\n" + rows + "\n")
+    return RunResult(run, {"system": "microgrid-6", "algorithm": algorithm, "tag": "base"}, True, None)
+
+
+def test_sample_efficiency_table_finds_the_threshold_crossing_of_each_run(tmp_path):
+    def step_curve(switch: int, low: float = 0.0, high: float = 4.0) -> np.ndarray:
+        return np.where(np.arange(1000) < switch, low, high)
+
+    groups = [Group("microgrid-6", "powernet", "base", [_curve_run(tmp_path, "powernet", s, step_curve(w))
+                                                       for s, w in enumerate((200, 300))]),
+              Group("microgrid-6", "ia2c", "base", [_curve_run(tmp_path, "ia2c", s, step_curve(w))
+                                                   for s, w in enumerate((600, 700))]),
+              Group("microgrid-6", "consenet", "base", [_curve_run(tmp_path, "consenet", 0, np.ones(1000))])]
+    rows: list[dict] = []
+    text = "\n".join(efficiency_lines(groups, "microgrid-6", rows))
+    # r0 = mean start (0, 0, 0, 0, 1) = 0.2; best final 4.0; threshold 0.2 + 0.9 * 3.8 = 3.62. A window of 20
+    # rows (2 % of 1000) first reaches it with 19 rows at 4.0, at row switch + 18; its middle is row switch + 8.
+    assert "Threshold: 3.620" in text and "starting return 0.200" in text and "final return 4.000" in text
+    by_method = {r["method"]: r for r in rows}
+    assert by_method["powernet"]["steps_to_threshold"] == pytest.approx((20 * 209 + 20 * 309) / 2)
+    assert by_method["ia2c"]["steps_to_threshold"] == pytest.approx((20 * 609 + 20 * 709) / 2)
+    assert by_method["consenet"]["seeds_reaching"] == 0 and "| consenet | base | 1 |" in text
+    assert text.count("| never |") == 1
+    assert by_method["powernet"]["train_area_mean"] > by_method["ia2c"]["train_area_mean"]
+    # area means differ by 4.0 x 400 rows / 999 row spans; two seeds each: t(0.975, 1) = 12.7 makes both
+    # intervals wide enough to overlap
+    assert "powernet ranks 1 of 3; the best other is ia2c, a difference of +1.602" in text
+    assert "within the two 95 % intervals" in text
+    # a seed that never reaches the threshold is counted, not averaged in as a step count
+    groups[1].runs.append(_curve_run(tmp_path, "ia2c", 2, np.zeros(1000)))
+    text = "\n".join(efficiency_lines(groups, "microgrid-6", []))
+    assert "(2 of 3 seeds; the rest never)" in text
