@@ -515,7 +515,7 @@ def efficiency_lines(group_list: Sequence[Group], system: str, csv_rows: list[di
         lines.append(f"| {g.algorithm} | {g.tag} | {len(fs)} | " + " | ".join(cells) + f" | {steps} |")
     lines.append("")
     mine = [row for row in rows if row[1].algorithm == focus]
-    if mine and len(rows) > 1:
+    if len(mine) == 1 and len({row[1].algorithm for row in rows}) > 1:  # a sweep of one method ranks nothing
         rank = rows.index(mine[0]) + 1
         rival = rows[1] if rank == 1 else rows[0]
         (m1, h1, _), (m2, h2, _) = mine[0][3]["area_mean"], rival[3]["area_mean"]
