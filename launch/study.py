@@ -383,7 +383,8 @@ def eval_is_current(run_dir: Path, study: Study) -> bool:
 # ------------------------------------------------------------------------------------------ provenance
 
 def git_commit() -> tuple[str, bool]:
-    """(HEAD commit of the repository, whether the working tree has uncommitted changes)."""
+    """(HEAD commit of the repository, whether tracked files outside results/ have uncommitted changes);
+    results/ holds reports, which change by being written, not the code that produced them."""
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
@@ -392,7 +393,7 @@ def git_commit() -> tuple[str, bool]:
             return ""
 
     commit = git("rev-parse", "HEAD") or "unknown"
-    return commit, bool(git("status", "--porcelain", "--untracked-files=no"))
+    return commit, bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"))
 
 
 def machine() -> dict[str, Any]:
