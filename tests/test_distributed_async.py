@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import torch
 import zmq
+from wire_helpers import forged_rollout
 
 from actor.envs import make_vec_env
 from actor.rollout import RolloutCollector
-from common import wire
 from common.config import load_config
 from common.nets import build_model
 from launch.dist import build_learner
@@ -138,13 +138,6 @@ def test_async_run_accepts_lagged_rollouts_within_the_bound(tmp_path):
     assert applied and max(applied) >= 1, logs
 
 
-def _forged_rollout(spec: wire.RolloutSpec, run_id: str, version: int) -> list:
-    arrays = {name: np.zeros(shape, dtype=wire.ALLOWED_DTYPES[dt]) for name, (shape, dt) in spec.layout(1).items()}
-    msg = wire.Message(type=wire.ROLLOUT, run_id=run_id, sender="actor-0", weight_version=version,
-                       meta={"actor": 0}, arrays=arrays)
-    return wire.encode(msg)
-
-
 def test_rollout_older_than_max_policy_lag_is_dropped_as_stale(tmp_path):
     cfg = load_config("configs/ia2c_mg6.toml", ["dist.mode=async", "dist.actors=1", "dist.max_policy_lag=2"])
     service = build_learner(cfg, tmp_path, "async-run", free_ports=True)
@@ -155,7 +148,7 @@ def test_rollout_older_than_max_policy_lag_is_dropped_as_stale(tmp_path):
         service.version = 5  # as if five updates had happened
         push.connect(service.endpoints["rollout"])
         for version in (2, 3, 6):  # lag 3 (too old), lag 2 (the oldest allowed), lag -1 (from the future)
-            push.send_multipart(_forged_rollout(service.spec, "async-run", version))
+            push.send_multipart(forged_rollout(service.spec, "async-run", version))
         deadline = time.monotonic() + 10
         while (sum(service.dropped.values()) < 2 or not service._queue) and time.monotonic() < deadline:
             service.poll(50)

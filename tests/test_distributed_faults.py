@@ -22,6 +22,7 @@ import torch
 import zmq
 from checkpoint_helpers import assert_same_params
 from proc_helpers import alive, kill_all, wait_gone
+from wire_helpers import forged_rollout
 from zmq.utils.monitor import recv_monitor_message
 
 from actor.worker import run_actor
@@ -178,14 +179,6 @@ def test_kill_9_of_the_learner_ends_every_process(tmp_path):
     assert not wait_gone(recorded, 5), "orphan processes"
 
 
-def _rollout(spec: wire.RolloutSpec, run_id: str, **shape_change: int) -> list:
-    arrays = {name: np.zeros(shape, dtype=wire.ALLOWED_DTYPES[dt]) for name, (shape, dt) in spec.layout(1).items()}
-    for name, width in shape_change.items():
-        arrays[name] = np.zeros((*arrays[name].shape[:-1], width), dtype=arrays[name].dtype)
-    return wire.encode(wire.Message(type=wire.ROLLOUT, run_id=run_id, sender="actor-0", meta={"actor": 0},
-                                    arrays=arrays))
-
-
 def test_bad_input_on_a_live_learner_is_dropped_and_training_goes_on(tmp_path):
     cfg = load_config("configs/ia2c_mg6.toml", ["train.steps=40", "dist.actors=1", "train.seed=1"])
     service = build_learner(cfg, tmp_path, "good-run", free_ports=True)
@@ -201,8 +194,8 @@ def test_bad_input_on_a_live_learner_is_dropped_and_training_goes_on(tmp_path):
         dealer.connect(service.endpoints["control"])
         big.connect(service.endpoints["rollout"])
         spec = service.spec
-        push.send_multipart(_rollout(spec, "good-run", obs=spec.obs_dim + 1))        # wrong obs width
-        push.send_multipart(_rollout(spec, "good-run", rewards=spec.n_agents + 2))   # wrong agent count
+        push.send_multipart(forged_rollout(spec, "good-run", obs=spec.obs_dim + 1))        # wrong obs width
+        push.send_multipart(forged_rollout(spec, "good-run", rewards=spec.n_agents + 2))   # wrong agent count
         dealer.send_multipart([b"\x00\xffnot a header"])                               # garbage on ROUTER
         dealer.send_multipart(wire.encode(wire.Message(type=wire.HELLO, run_id="other-run", sender="x")))
         dealer.send_multipart(wire.encode(wire.Message(type=wire.ROLLOUT, run_id="good-run", sender="x")))

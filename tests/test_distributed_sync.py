@@ -8,14 +8,13 @@ import threading
 import time
 
 import msgpack
-import numpy as np
 import pytest
 import torch
 import zmq
 from checkpoint_helpers import assert_same_params
+from wire_helpers import forged_rollout
 
 from actor.worker import run_actor
-from common import wire
 from common.config import load_config
 from launch.dist import actor_logger, build_learner, run_distributed
 from launch.local_trainer import train_local
@@ -44,16 +43,6 @@ def test_sync_matches_local_reference(tmp_path, no_orphans, actors, envs):
     assert len((tmp_path / "sync" / "metrics.csv").read_text().splitlines()) == updates + 1
 
 
-def _rollout_frames(spec: wire.RolloutSpec, run_id: str, nan: bool) -> list:
-    t, e, n = spec.n_steps, 1, spec.n_agents
-    arrays = {name: np.zeros(shape, dtype=wire.ALLOWED_DTYPES[dt]) for name, (shape, dt) in spec.layout(e).items()}
-    if nan:
-        arrays["rewards"][0, 0, 0] = np.nan
-    assert arrays["actions"].shape == (t, e, n)
-    msg = wire.Message(type=wire.ROLLOUT, run_id=run_id, sender="actor-0", meta={"actor": 0}, arrays=arrays)
-    return wire.encode(msg)
-
-
 def test_bad_rollouts_are_dropped_and_counted(tmp_path):
     cfg = load_config("configs/ia2c_mg6.toml", ["train.steps=40", "dist.actors=1", "train.seed=1"])
     service = build_learner(cfg, tmp_path, "good-run", free_ports=True)
@@ -66,8 +55,8 @@ def test_bad_rollouts_are_dropped_and_counted(tmp_path):
         push.connect(service.endpoints["rollout"])
         push.send_multipart([b"\xc1garbage bytes"])
         push.send_multipart([msgpack.packb({"type": "rollout"})[:5]])  # truncated msgpack
-        push.send_multipart(_rollout_frames(service.spec, "another-run", nan=False))
-        push.send_multipart(_rollout_frames(service.spec, "good-run", nan=True))
+        push.send_multipart(forged_rollout(service.spec, "another-run"))
+        push.send_multipart(forged_rollout(service.spec, "good-run", nan_reward=True))
         deadline = time.monotonic() + 10
         while sum(service.dropped.values()) < 4 and time.monotonic() < deadline:
             service.poll(50)
