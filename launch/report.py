@@ -174,15 +174,31 @@ def _superseding_rows(steps: np.ndarray) -> np.ndarray:
     return np.array(keep[::-1], dtype=np.int64)
 
 
+def _training_rows(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(env steps, training episode return) of a run's metrics.csv, rows superseded by a resumed attempt
+    dropped; None when there are none."""
+    from launch.plots import read_metrics
+
+    try:
+        m = read_metrics(run_dir / "metrics.csv")
+    except (OSError, ValueError):
+        return None
+    steps, ret = m["env_steps"], m.get("episode_return")
+    if ret is None or steps.size == 0:
+        return None
+    keep = _superseding_rows(steps)
+    return steps[keep], ret[keep]
+
+
 @dataclass
 class LearningFacts:
     """A run's training-return curve and the numbers the sample-efficiency table reads off it."""
 
     steps: np.ndarray  # env steps of the run's rows
     smoothed: np.ndarray  # trailing mean of the training episode return over `window` rows (NaN: none finite)
-    window: int  # 2 % of the run's rows
+    window: int  # rows in EFFICIENCY_WINDOW_STEPS env steps
     start: float  # mean training return over the first `window` rows
-    final: float  # mean training return over the last `window` rows
+    final: float  # mean training return over the last 5 % of the rows (at least `window`)
     area_mean: float  # area under the smoothed curve / env steps it spans: level and speed in one number
 
     def steps_to(self, threshold: float) -> float | None:
@@ -193,27 +209,29 @@ class LearningFacts:
         return float(self.steps[max(0, hit[0] - self.window // 2)]) if hit.size else None
 
 
-def learning_facts(run_dir: Path) -> LearningFacts | None:
-    """The run's training curve from metrics.csv (rows superseded by a resumed attempt dropped); None without one."""
-    from launch.plots import read_metrics, smooth
+EFFICIENCY_WINDOW_STEPS = 4000  # env steps each efficiency window spans, whatever the run's length
 
-    try:
-        m = read_metrics(run_dir / "metrics.csv")
-    except (OSError, ValueError):
+
+def learning_facts(run_dir: Path) -> LearningFacts | None:
+    """The run's training curve and its efficiency numbers; None without a training curve. Its windows span
+    a fixed number of env steps, so that a longer run neither starts later nor crosses a threshold later than
+    a shorter one with the same early curve."""
+    from launch.plots import smooth
+
+    rows = _training_rows(run_dir)
+    if rows is None:
         return None
-    steps, ret = m["env_steps"], m.get("episode_return")
-    if ret is None or steps.size == 0:
-        return None
-    keep = _superseding_rows(steps)
-    steps, ret = steps[keep], ret[keep]
-    window = max(1, steps.size // 50)
+    steps, ret = rows
+    per_row = float(np.median(np.diff(steps))) if steps.size > 1 else float(steps[0])
+    window = int(max(1, round(EFFICIENCY_WINDOW_STEPS / max(per_row, 1.0))))
     sm = smooth(ret, window)
     ok = np.isfinite(sm)
     if ok.sum() < 1:
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a window of NaN returns only
-        start, final = float(np.nanmean(ret[:window])), float(np.nanmean(ret[-window:]))
+        start = float(np.nanmean(ret[:window]))
+        final = float(np.nanmean(ret[-max(window, steps.size // 20):]))
     s_ok, sm_ok = steps[ok], sm[ok]
     span = float(s_ok[-1] - s_ok[0])
     area = float(np.trapezoid(sm_ok, s_ok)) / span if span > 0 else float(sm_ok[-1])
@@ -221,12 +239,19 @@ def learning_facts(run_dir: Path) -> LearningFacts | None:
 
 
 def _curve(run_dir: Path, grid: np.ndarray) -> np.ndarray | None:
-    """A run's smoothed training return interpolated onto `grid` env steps (NaN outside its range)."""
-    facts = learning_facts(run_dir)
-    if facts is None:
+    """A run's training return, a trailing mean over 2 % of its rows, interpolated onto `grid` env steps (NaN
+    outside its range)."""
+    from launch.plots import smooth
+
+    rows = _training_rows(run_dir)
+    if rows is None:
         return None
-    ok = np.isfinite(facts.smoothed)
-    return np.interp(grid, facts.steps[ok], facts.smoothed[ok], left=np.nan, right=np.nan)
+    steps, ret = rows
+    sm = smooth(ret, max(1, steps.size // 50))
+    ok = np.isfinite(sm)
+    if ok.sum() < 1:
+        return None
+    return np.interp(grid, steps[ok], sm[ok], left=np.nan, right=np.nan)
 
 
 def plot_learning_curves(groups: Sequence[Group], system: str, path: Path) -> bool:
@@ -500,9 +525,10 @@ def efficiency_lines(group_list: Sequence[Group], system: str, csv_rows: list[di
                          "threshold": threshold, "steps_to_threshold": to_t[0],
                          "steps_to_threshold_ci95": to_t[1], "seeds_reaching": len(reached)})
     rows.sort(key=lambda row: -row[0])
-    lines = [f"**Sample efficiency on {system}.** Training return (stochastic policy, random disturbances; "
-             "mean over windows of 2 % of a run's episodes; a step count is the middle of the first window that "
-             f"reaches the threshold). Threshold: {threshold:.3f}, "
+    lines = [f"**Sample efficiency on {system}.** Training return (stochastic policy, random disturbances), "
+             f"as means over windows of {EFFICIENCY_WINDOW_STEPS:,} env steps: starting return over the first "
+             "window, final return over the last 5 % of the run, area-mean return over the smoothed curve; a step "
+             f"count is the middle of the first window that reaches the threshold. Threshold: {threshold:.3f}, "
              f"{EFFICIENCY_SHARE:.0%} of the way from the mean starting return {r0:.3f} to the best final return "
              f"{r_best:.3f} ({best_group.algorithm}). Rows are sorted by the area-mean return.", "",
              "| method | overrides | seeds | starting return | final return | area-mean return | "

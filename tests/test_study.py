@@ -18,7 +18,16 @@ from click.testing import CliRunner
 from proc_helpers import alive, kill_all, wait_gone
 
 from launch.cli import main
-from launch.report import Group, RunResult, efficiency_lines, mean_interval, ranking_lines, t_critical, write_report
+from launch.report import (
+    Group,
+    RunResult,
+    efficiency_lines,
+    learning_facts,
+    mean_interval,
+    ranking_lines,
+    t_critical,
+    write_report,
+)
 from launch.study import FINISHED, RUN_SPEC, last_env_steps, load_study, override_tag
 
 pytestmark = pytest.mark.timeout(150)
@@ -270,22 +279,26 @@ def test_sample_efficiency_table_finds_the_threshold_crossing_of_each_run(tmp_pa
                                                        for s, w in enumerate((200, 300))]),
               Group("microgrid-6", "ia2c", "base", [_curve_run(tmp_path, "ia2c", s, step_curve(w))
                                                    for s, w in enumerate((600, 700))]),
-              Group("microgrid-6", "consenet", "base", [_curve_run(tmp_path, "consenet", 0, np.ones(1000))])]
+              Group("microgrid-6", "consenet", "base", [_curve_run(tmp_path, "consenet", 0, np.full(1000, 0.5))])]
     rows: list[dict] = []
     text = "\n".join(efficiency_lines(groups, "microgrid-6", rows))
-    # r0 = mean start (0, 0, 0, 0, 1) = 0.2; best final 4.0; threshold 0.2 + 0.9 * 3.8 = 3.62. A window of 20
-    # rows (2 % of 1000) first reaches it with 19 rows at 4.0, at row switch + 18; its middle is row switch + 8.
-    assert "Threshold: 3.620" in text and "starting return 0.200" in text and "final return 4.000" in text
+    # 20 env steps a row, so a 4,000-step window is 200 rows. r0 = mean start (0, 0, 0, 0, 0.5) = 0.1; best
+    # final 4.0; threshold 0.1 + 0.9 * 3.9 = 3.61. A window first reaches it holding 181 rows at 4.0, at row
+    # switch + 180; its middle is row switch + 80, i.e. env step 20 * (switch + 81).
+    assert "Threshold: 3.610" in text and "starting return 0.100" in text and "final return 4.000" in text
     by_method = {r["method"]: r for r in rows}
-    assert by_method["powernet"]["steps_to_threshold"] == pytest.approx((20 * 209 + 20 * 309) / 2)
-    assert by_method["ia2c"]["steps_to_threshold"] == pytest.approx((20 * 609 + 20 * 709) / 2)
+    assert by_method["powernet"]["steps_to_threshold"] == pytest.approx((20 * 281 + 20 * 381) / 2)
+    assert by_method["ia2c"]["steps_to_threshold"] == pytest.approx((20 * 681 + 20 * 781) / 2)
     assert by_method["consenet"]["seeds_reaching"] == 0 and "| consenet | base | 1 |" in text
     assert text.count("| never |") == 1
-    assert by_method["powernet"]["train_area_mean"] > by_method["ia2c"]["train_area_mean"]
     # area means differ by 4.0 x 400 rows / 999 row spans; two seeds each: t(0.975, 1) = 12.7 makes both
     # intervals wide enough to overlap
     assert "powernet ranks 1 of 3; the best other is ia2c, a difference of +1.602" in text
     assert "within the two 95 % intervals" in text
+    # the same early curve in a run ten times as long crosses at the same env step
+    long_run = _curve_run(tmp_path, "long", 0, np.concatenate([step_curve(200), np.full(9000, 4.0)]))
+    facts = learning_facts(long_run.run_dir)
+    assert facts is not None and facts.steps_to(3.61) == pytest.approx(20 * 281)
     # a seed that never reaches the threshold is counted, not averaged in as a step count
     groups[1].runs.append(_curve_run(tmp_path, "ia2c", 2, np.zeros(1000)))
     text = "\n".join(efficiency_lines(groups, "microgrid-6", []))
