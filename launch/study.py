@@ -436,6 +436,7 @@ class Task:
     on_start: Callable[[subprocess.Popen], None] = lambda proc: None
     on_exit: Callable[[int, float], None] = lambda rc, wall: None
     progress: Callable[[], str] = lambda: ""
+    work: Callable[[], tuple[int, int]] | None = None  # (units done, units in all), e.g. env steps; for the ETA
 
 
 @dataclass
@@ -445,6 +446,23 @@ class _Running:
     log: TextIO
     t0: float
     slot: int
+    units0: int = 0  # work units done when this attempt started
+
+
+def estimate_left_s(units_done: float, busy_s: float, units_left: float, parallel: int) -> float | None:
+    """Seconds until `units_left` are done at the rate seen so far (units_done in busy_s seconds of one job),
+    with `parallel` jobs side by side; None before there is a rate to go by."""
+    if units_done <= 0 or busy_s <= 0 or parallel < 1:
+        return None
+    return units_left / (units_done / busy_s) / parallel
+
+
+def format_duration(seconds: float) -> str:
+    """'2 h 05 min', '14 min', 'under a minute'."""
+    minutes = int(round(seconds / 60))
+    if minutes < 1:
+        return "under a minute"
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
 def _child_setup() -> None:
@@ -503,6 +521,7 @@ def run_tasks(tasks: Sequence[Task], jobs: int, say: Callable[[str], None], prog
     running: list[_Running] = []
     failed: list[str] = []
     done = 0
+    units_done, busy_s = 0, 0.0  # work finished by ended attempts of this invocation, and their job-seconds
     next_report = time.monotonic() + progress_every_s
     try:
         while queue or running:
@@ -518,7 +537,8 @@ def run_tasks(tasks: Sequence[Task], jobs: int, say: Callable[[str], None], prog
                 proc = subprocess.Popen([sys.executable, "-m", "launch", *args], stdout=log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=dict(env),
                                         start_new_session=True, preexec_fn=_child_setup)
-                running.append(_Running(task, proc, log, time.monotonic(), slot))
+                running.append(_Running(task, proc, log, time.monotonic(), slot,
+                                        task.work()[0] if task.work is not None else 0))
                 task.on_start(proc)
             for item in list(running):
                 rc = item.proc.poll()
@@ -527,6 +547,9 @@ def run_tasks(tasks: Sequence[Task], jobs: int, say: Callable[[str], None], prog
                 running.remove(item)
                 item.log.close()
                 wall = time.monotonic() - item.t0
+                if item.task.work is not None:
+                    units_done += item.task.work()[0] - item.units0
+                    busy_s += wall
                 done += 1
                 if rc != 0:
                     failed.append(item.task.name)
@@ -537,7 +560,9 @@ def run_tasks(tasks: Sequence[Task], jobs: int, say: Callable[[str], None], prog
             if running and time.monotonic() >= next_report:
                 next_report = time.monotonic() + progress_every_s
                 states = ", ".join(f"{r.task.name} {r.task.progress()}".strip() for r in running)
-                say(f"{label}: {done}/{len(tasks)} done, {len(queue)} queued; running: {states}")
+                line = f"{label}: {done}/{len(tasks)} done, {len(queue)} queued; running: {states}"
+                left = _time_left(running, queue, units_done, busy_s, jobs)
+                say(line + (f"; about {format_duration(left)} left" if left is not None else ""))
             time.sleep(0.1)
     except KeyboardInterrupt:
         say(f"interrupted: stopping {len(running)} running process group(s)")
@@ -548,6 +573,24 @@ def run_tasks(tasks: Sequence[Task], jobs: int, say: Callable[[str], None], prog
                               time.monotonic() - item.t0)
         raise Interrupted from None
     return failed
+
+
+def _time_left(running: Sequence[_Running], queue: Sequence[Task], units_done: int, busy_s: float,
+               jobs: int) -> float | None:
+    """The ETA of the tasks that report work: their units still to do at the rate of this invocation so far."""
+    now = time.monotonic()
+    left = 0
+    for item in running:
+        if item.task.work is not None:
+            have, total = item.task.work()
+            units_done += have - item.units0
+            busy_s += now - item.t0
+            left += max(0, total - have)
+    for task in queue:
+        if task.work is not None:
+            have, total = task.work()
+            left += max(0, total - have)
+    return estimate_left_s(units_done, busy_s, left, min(jobs, len(running) + len(queue)))
 
 
 def _spec_record(run: RunSpec, study: Study) -> dict[str, Any]:
@@ -678,12 +721,15 @@ def _train_all(study: Study, out: Path, states: list[tuple[RunSpec, str]], jobs:
         def progress(run_dir: Path = run_dir) -> str:
             return f"{100.0 * last_env_steps(run_dir / 'metrics.csv') / study.steps:.0f}%"
 
+        def work(run_dir: Path = run_dir) -> tuple[int, int]:
+            return last_env_steps(run_dir / "metrics.csv"), study.steps
+
         def make(slot: int, run: RunSpec = run, run_dir: Path = run_dir, resume: bool = state == "resume"
                  ) -> list[str]:
             return _train_args(run, study, run_dir, resume, slot)
 
         name = run.run_id + (" (resume)" if state == "resume" else "")
-        tasks.append(Task(name, make, run_dir / "logs" / "study-train.log", on_start, on_exit, progress))
+        tasks.append(Task(name, make, run_dir / "logs" / "study-train.log", on_start, on_exit, progress, work))
     if not tasks:
         return []
     return run_tasks(tasks, jobs, say, study.progress_every_s, env, "train")

@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 from proc_helpers import alive, kill_all, wait_gone
 
+from launch import study as study_mod
 from launch.cli import main
 from launch.report import (
     Group,
@@ -28,7 +29,16 @@ from launch.report import (
     t_critical,
     write_report,
 )
-from launch.study import FINISHED, RUN_SPEC, last_env_steps, load_study, override_tag
+from launch.study import (
+    FINISHED,
+    RUN_SPEC,
+    Task,
+    estimate_left_s,
+    format_duration,
+    last_env_steps,
+    load_study,
+    override_tag,
+)
 
 pytestmark = pytest.mark.timeout(150)
 REPO = Path(__file__).resolve().parent.parent
@@ -303,3 +313,25 @@ def test_sample_efficiency_table_finds_the_threshold_crossing_of_each_run(tmp_pa
     groups[1].runs.append(_curve_run(tmp_path, "ia2c", 2, np.zeros(1000)))
     text = "\n".join(efficiency_lines(groups, "microgrid-6", []))
     assert "(2 of 3 seeds; the rest never)" in text
+
+
+def test_study_eta_comes_from_the_rate_of_this_invocation():
+    assert estimate_left_s(0, 10.0, 1000, 2) is None  # no rate yet
+    assert estimate_left_s(500, 100.0, 1000, 1) == pytest.approx(200.0)  # 5 units/s of one job
+    assert estimate_left_s(500, 100.0, 1000, 2) == pytest.approx(100.0)
+    assert [format_duration(s) for s in (20, 14 * 60 + 10, 2 * 3600 + 5 * 60)] == \
+        ["under a minute", "14 min", "2 h 05 min"]
+
+    def task(have: int, total: int) -> Task:
+        return Task("t", lambda slot: [], Path("log"), work=lambda: (have, total))
+
+    now = time.monotonic()
+    # two runs 100 s in: one moved 300 -> 800 steps, the other 0 -> 300 (8 steps/s of one job); a queued run
+    # has 1000 to do and an earlier attempt of this invocation did 200 in 50 s: (800 + 200) / 150 s per job
+    running = [study_mod._Running(task(800, 1000), None, None, now - 100, 0, units0=300),  # type: ignore[arg-type]
+               study_mod._Running(task(300, 1000), None, None, now - 100, 1, units0=0)]  # type: ignore[arg-type]
+    left = study_mod._time_left(running, [task(0, 1000)], units_done=200, busy_s=50.0, jobs=2)
+    rate = (500 + 300 + 200) / 250.0
+    assert left == pytest.approx((200 + 700 + 1000) / rate / 2, rel=1e-2)
+    no_work = Task("eval", lambda slot: [], Path("log"))
+    assert study_mod._time_left([], [no_work], 0, 0.0, 2) is None
