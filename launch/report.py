@@ -163,7 +163,7 @@ def _plt() -> Any:
     return plt
 
 
-def _superseding_rows(steps: np.ndarray) -> np.ndarray:
+def superseding_rows(steps: np.ndarray) -> np.ndarray:
     """Indices of the rows that later rows do not supersede: a resumed run re-trains from its checkpoint
     and appends rows for env steps already logged by the interrupted attempt; the later ones count."""
     keep, low = [], np.inf
@@ -174,9 +174,30 @@ def _superseding_rows(steps: np.ndarray) -> np.ndarray:
     return np.array(keep[::-1], dtype=np.int64)
 
 
+CURVE_BIN_STEPS = 500  # env steps per point of a training curve, whatever the run's length
+
+
+def bin_by_steps(steps: np.ndarray, values: np.ndarray,
+                 width: int = CURVE_BIN_STEPS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of increasing env steps grouped into bins ((k-1)·width, k·width]: per bin, the env steps of its
+    last row, the mean of its finite values (NaN when none) and the index of its last row. Binning binned
+    rows changes nothing, so a compact copy of a run (launch.study_archive) reports what the run does."""
+    if steps.size == 0:
+        return steps, values, np.zeros(0, dtype=np.int64)
+    idx = np.ceil(steps / width).astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, idx[1:] != idx[:-1]])
+    last = np.r_[starts[1:], steps.size] - 1
+    finite = np.isfinite(values)
+    sums = np.add.reduceat(np.where(finite, values, 0.0), starts)
+    counts = np.add.reduceat(finite.astype(np.int64), starts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    return steps[last], means, last
+
+
 def _training_rows(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """(env steps, training episode return) of a run's metrics.csv, rows superseded by a resumed attempt
-    dropped; None when there are none."""
+    """(env steps, training episode return) of a run's metrics.csv in CURVE_BIN_STEPS bins, rows superseded
+    by a resumed attempt dropped first; None when there are none."""
     from launch.plots import read_metrics
 
     try:
@@ -186,8 +207,9 @@ def _training_rows(run_dir: Path) -> tuple[np.ndarray, np.ndarray] | None:
     steps, ret = m["env_steps"], m.get("episode_return")
     if ret is None or steps.size == 0:
         return None
-    keep = _superseding_rows(steps)
-    return steps[keep], ret[keep]
+    keep = superseding_rows(steps)
+    binned_steps, binned_ret, _ = bin_by_steps(steps[keep], ret[keep])
+    return binned_steps, binned_ret
 
 
 @dataclass

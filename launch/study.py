@@ -12,7 +12,9 @@ Study directory layout (all of it can be re-created by re-running the same comma
     baselines/<system>/<controller>/summary.json and episode-<seed>.npz
 
 A run is finished when FINISHED.json records at least `steps` env steps (or, without the marker, when its
-latest checkpoint has them); an unfinished run with a checkpoint continues with `--resume`.
+latest checkpoint has them); an unfinished run with a checkpoint continues with `--resume`. A study that
+outlasts its machine continues elsewhere from a compact archive of its finished runs (launch.study_archive:
+`powernet report --archive`, then `powernet study --restore`).
 """
 
 from __future__ import annotations
@@ -370,14 +372,14 @@ def run_state(run_dir: Path, steps: int) -> str:
 
 
 def eval_is_current(run_dir: Path, study: Study) -> bool:
-    """True when run/eval/summary.json is newer than the latest checkpoint and used the study's seeds."""
+    """True when run/eval/summary.json used the study's seeds and is newer than the latest checkpoint, or the
+    run has no checkpoint (restored from an archive: its evaluation is the last there will be)."""
     summary_path = run_dir / "eval" / "summary.json"
     latest = run_dir / "checkpoints" / "latest.pt"
     summary = _read_json(summary_path)
-    if summary is None or not latest.is_file():
+    if summary is None or summary.get("seeds") != study.eval_seeds or summary.get("checkpoint") != "latest":
         return False
-    return (summary_path.stat().st_mtime >= latest.stat().st_mtime and summary.get("seeds") == study.eval_seeds
-            and summary.get("checkpoint") == "latest")
+    return not latest.is_file() or summary_path.stat().st_mtime >= latest.stat().st_mtime
 
 
 # ------------------------------------------------------------------------------------------ provenance
@@ -628,10 +630,17 @@ def plan(study: Study, out: Path) -> list[tuple[RunSpec, str]]:
 
 
 def run_study(study: Study, out: Path, jobs: int | None = None, dry_run: bool = False,
-              echo: Callable[[str], None] = print, argv: Sequence[str] = ()) -> int:
+              echo: Callable[[str], None] = print, argv: Sequence[str] = (), train: bool = True,
+              restore: Path | None = None) -> int:
     """Train, evaluate and run the baselines of a study; returns the exit status (0 ok, 1 failures,
-    130 interrupted)."""
+    130 interrupted). restore: an archive (launch.study_archive) whose finished runs are copied in first;
+    train=False evaluates what has finished and trains nothing (a study cut short, before archiving it)."""
     n_jobs, note = effective_jobs(study, jobs)
+    restored: list[str] = []
+    if restore is not None and not dry_run:
+        from launch.study_archive import restore_study
+
+        restored = restore_study(restore, out, study.steps)
     states = plan(study, out)
     counts = {s: sum(1 for _, st in states if st == s) for s in ("finished", "resume", "new")}
     header = (f"study {study.name}: {len(states)} runs ({counts['finished']} finished, {counts['resume']} to "
@@ -659,6 +668,9 @@ def run_study(study: Study, out: Path, jobs: int | None = None, dry_run: bool = 
     invocation = {"command": cli_text(argv) if argv else "", "started": _now(), "commit": commit,
                   "dirty": dirty, "machine": machine(), "jobs": n_jobs}
     say(header)
+    if restore is not None:
+        names = f": {', '.join(restored)}" if restored else ""
+        say(f"restored {len(restored)} finished run(s) from {restore}{names}")
     if note:
         say(f"note: {note}")
     env = {**os.environ, "OMP_NUM_THREADS": str(study.threads), "MKL_NUM_THREADS": str(study.threads),
@@ -666,12 +678,15 @@ def run_study(study: Study, out: Path, jobs: int | None = None, dry_run: bool = 
     status = 0
     try:
         with _interruptible():
-            failed = _train_all(study, out, states, n_jobs, env, say)
+            failed = _train_all(study, out, states, n_jobs, env, say) if train else []
             failed += _evaluate_all(study, out, n_jobs, env, say)
             _baselines(study, out, say)
         if failed:
             say(f"finished with {len(failed)} failure(s): {', '.join(failed)}; re-run the same command to retry")
             status = 1
+        elif not train:
+            left = sum(1 for run in study.runs if run_state(out / "runs" / run.run_id, study.steps) != "finished")
+            say(f"evaluated the finished runs; {left} run(s) left to train (the same command without --no-train)")
         else:
             say(f"study {study.name} complete; next: powernet report --study {out}")
     except (Interrupted, KeyboardInterrupt):

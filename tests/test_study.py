@@ -39,6 +39,7 @@ from launch.study import (
     load_study,
     override_tag,
 )
+from launch.study_archive import compact_metrics
 
 pytestmark = pytest.mark.timeout(150)
 REPO = Path(__file__).resolve().parent.parent
@@ -103,6 +104,14 @@ def test_study_resumes_after_interrupt_skips_finished_runs_and_reports(tmp_path,
     assert 0 < interrupted_at < STEPS, "the second run finished before the interrupt: raise STEPS"
     first_ckpt_mtime = (first / "checkpoints" / "latest.pt").stat().st_mtime_ns
 
+    # 1b. --no-train evaluates the finished run and leaves the unfinished one as it is
+    partial = subprocess.run([*_study_cmd(config, out), "--no-train"], cwd=REPO, env=_env(), capture_output=True,
+                             text=True, timeout=60)
+    assert partial.returncode == 0, partial.stdout + partial.stderr
+    assert "1 run(s) left to train" in partial.stdout and "train:" not in partial.stdout
+    assert json.loads((first / "eval" / "summary.json").read_text())["seeds"] == [2000, 2025]
+    assert not (second / "eval").exists() and last_env_steps(second / "metrics.csv") == interrupted_at
+
     # 2. re-run: the finished run is skipped, the unfinished one resumes from its checkpoint
     done = subprocess.run(_study_cmd(config, out), cwd=REPO, env=_env(), capture_output=True, text=True,
                           timeout=120)
@@ -154,6 +163,27 @@ def test_study_resumes_after_interrupt_skips_finished_runs_and_reports(tmp_path,
         assert last_env_steps(run / "metrics.csv") >= more
         assert json.loads((run / RUN_SPEC).read_text())["attempts"][-1]["resumed"] is True
     assert (second / "eval" / "summary.json").stat().st_mtime_ns > eval_mtime
+
+    # 6. the archive: no checkpoints, the same report, and a study restored from it has nothing left to do
+    archive, full_report, archived_report = tmp_path / "archive", tmp_path / "full", tmp_path / "from_archive"
+    result = CliRunner().invoke(main, ["report", "--study", str(out), "--out", str(full_report),
+                                       "--archive", str(archive)])
+    assert result.exit_code == 0, result.output
+    assert "2 finished run(s), no checkpoints" in result.output
+    assert not list(archive.rglob("*.pt")) and not list(archive.rglob("tb"))
+    assert last_env_steps(archive / "runs" / first.name / "metrics.csv") == last_env_steps(first / "metrics.csv")
+    result = CliRunner().invoke(main, ["report", "--study", str(archive), "--out", str(archived_report)])
+    assert result.exit_code == 0, result.output
+    for name in ("table.csv", "efficiency.csv"):
+        assert (archived_report / name).read_text() == (full_report / name).read_text()
+    elsewhere = tmp_path / "elsewhere"
+    restored = subprocess.run([*_study_cmd(config, elsewhere), "--restore", str(archive)], cwd=REPO, env=_env(),
+                              capture_output=True, text=True, timeout=60)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert "restored 2 finished run(s)" in restored.stdout and "2 finished, 0 to resume, 0 new" in restored.stdout
+    assert "train " not in restored.stdout and "evaluate " not in restored.stdout
+    invocations = (elsewhere / "invocations.jsonl").read_text().splitlines()
+    assert len(invocations) == len((out / "invocations.jsonl").read_text().splitlines()) + 1
 
 
 def test_unknown_study_key_is_a_one_line_error(tmp_path):
@@ -292,27 +322,57 @@ def test_sample_efficiency_table_finds_the_threshold_crossing_of_each_run(tmp_pa
               Group("microgrid-6", "consenet", "base", [_curve_run(tmp_path, "consenet", 0, np.full(1000, 0.5))])]
     rows: list[dict] = []
     text = "\n".join(efficiency_lines(groups, "microgrid-6", rows))
-    # 20 env steps a row, so a 4,000-step window is 200 rows. r0 = mean start (0, 0, 0, 0, 0.5) = 0.1; best
-    # final 4.0; threshold 0.1 + 0.9 * 3.9 = 3.61. A window first reaches it holding 181 rows at 4.0, at row
-    # switch + 180; its middle is row switch + 80, i.e. env step 20 * (switch + 81).
+    # 20 env steps a row, read in 500-step bins (25 rows each), so a 4,000-step window is 8 bins. r0 = mean
+    # start (0, 0, 0, 0, 0.5) = 0.1; best final 4.0; threshold 0.1 + 0.9 * 3.9 = 3.61, which a window first
+    # reaches when all 8 of its bins are high. A switch at row 200 (env step 4,000) makes bin 9 the first high
+    # one, the window of bins 9-16 the first to reach the threshold, and the middle of that window, the end
+    # of bin 12, env step 6,000: 500 * (switch / 25 + 4) in general.
     assert "Threshold: 3.610" in text and "starting return 0.100" in text and "final return 4.000" in text
     by_method = {r["method"]: r for r in rows}
-    assert by_method["powernet"]["steps_to_threshold"] == pytest.approx((20 * 281 + 20 * 381) / 2)
-    assert by_method["ia2c"]["steps_to_threshold"] == pytest.approx((20 * 681 + 20 * 781) / 2)
+    assert by_method["powernet"]["steps_to_threshold"] == pytest.approx((6000 + 8000) / 2)
+    assert by_method["ia2c"]["steps_to_threshold"] == pytest.approx((14000 + 16000) / 2)
     assert by_method["consenet"]["seeds_reaching"] == 0 and "| consenet | base | 1 |" in text
     assert text.count("| never |") == 1
-    # area means differ by 4.0 x 400 rows / 999 row spans; two seeds each: t(0.975, 1) = 12.7 makes both
-    # intervals wide enough to overlap
-    assert "powernet ranks 1 of 3; the best other is ia2c, a difference of +1.602" in text
+    # the curves have the same shape, ia2c's 16 bins later on average: the area means differ by 4.0 x 16 x 500
+    # env steps / 19,500 (the span from the first bin's end to the last's). Two seeds each: t(0.975, 1) = 12.7
+    # makes both intervals wide enough to overlap
+    assert "powernet ranks 1 of 3; the best other is ia2c, a difference of +1.641" in text
     assert "within the two 95 % intervals" in text
     # the same early curve in a run ten times as long crosses at the same env step
     long_run = _curve_run(tmp_path, "long", 0, np.concatenate([step_curve(200), np.full(9000, 4.0)]))
     facts = learning_facts(long_run.run_dir)
-    assert facts is not None and facts.steps_to(3.61) == pytest.approx(20 * 281)
+    assert facts is not None and facts.steps_to(3.61) == pytest.approx(6000)
     # a seed that never reaches the threshold is counted, not averaged in as a step count
     groups[1].runs.append(_curve_run(tmp_path, "ia2c", 2, np.zeros(1000)))
     text = "\n".join(efficiency_lines(groups, "microgrid-6", []))
     assert "(2 of 3 seeds; the rest never)" in text
+
+
+def test_a_runs_archived_curve_gives_the_numbers_of_its_full_metrics(tmp_path):
+    # 15,000 env steps at 20 a row, NaN where no episode ended, and a resumed attempt that re-logged steps
+    # 8,020-10,000 after a crash at 10,000 (its rows supersede the first attempt's)
+    rng = np.random.default_rng(0)
+    steps = np.r_[np.arange(20, 10_001, 20), np.arange(8020, 15_001, 20)]
+    returns = rng.normal(2.0, 1.0, steps.size) + steps / 5000
+    returns[rng.random(steps.size) < 0.3] = np.nan
+    full = tmp_path / "full"
+    full.mkdir()
+    rows = [f"{k + 1},{s},{0.01 * k},{'' if np.isnan(r) else r},{int(not np.isnan(r))},0.0"
+            for k, (s, r) in enumerate(zip(steps, returns, strict=True))]
+    (full / "metrics.csv").write_text("update,env_steps,wall_s,episode_return,episodes,violation_rate\n"
+                                      + "\n".join(rows) + "\n")
+    assert compact_metrics(full / "metrics.csv", tmp_path / "compact" / "metrics.csv") == 15_000 // 500
+    a, b = learning_facts(full), learning_facts(tmp_path / "compact")
+    assert a is not None and b is not None
+    assert (a.start, a.final, a.area_mean) == (b.start, b.final, b.area_mean)
+    np.testing.assert_array_equal(a.steps, b.steps)
+    # the second attempt's rows replaced the first's: bin (8,000, 8,500] holds only rows after the crash
+    second = steps[500:]
+    in_bin = (second > 8000) & (second <= 8500)
+    assert a.steps[16] == 8500 and b.smoothed.size == 30
+    compact = np.genfromtxt(tmp_path / "compact" / "metrics.csv", delimiter=",", names=True)
+    assert compact["episode_return"][16] == pytest.approx(np.nanmean(returns[500:][in_bin]))
+    assert compact["episodes"].sum() == np.isfinite(np.r_[returns[:400], returns[500:]]).sum()
 
 
 def test_study_eta_comes_from_the_rate_of_this_invocation():
