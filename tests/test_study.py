@@ -184,6 +184,14 @@ def test_study_resumes_after_interrupt_skips_finished_runs_and_reports(tmp_path,
     assert "train " not in restored.stdout and "evaluate " not in restored.stdout
     invocations = (elsewhere / "invocations.jsonl").read_text().splitlines()
     assert len(invocations) == len((out / "invocations.jsonl").read_text().splitlines()) + 1
+    # a folder that is not an archive is neither overwritten nor read: one line, exit status 2
+    result = CliRunner().invoke(main, ["report", "--study", str(out), "--out", str(full_report),
+                                       "--archive", str(tmp_path)])
+    assert result.exit_code == 2 and "is not a study archive" in result.output
+    assert (tmp_path / "first.log").is_file()
+    result = CliRunner().invoke(main, ["study", "-c", str(config), "--out", str(tmp_path / "x"),
+                                       "--restore", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and "no runs/ folder" in result.output and not (tmp_path / "x").exists()
 
 
 def test_unknown_study_key_is_a_one_line_error(tmp_path):
