@@ -52,7 +52,9 @@ seeds = [0]
 steps = {STEPS}
 jobs = 1
 eval_episodes = 2
-set = ["train.checkpoint_every=40", "train.log_every=5"]
+# the first checkpoint at update 20 (400 env steps) leaves 800 steps for the interrupt to land before the
+# run would finish (update 40 left only 400, a race that a loaded machine can lose)
+set = ["train.checkpoint_every=20", "train.log_every=5"]
 progress_every_s = 1.0
 """
 
