@@ -31,15 +31,13 @@ def compact_metrics(src: Path, dest: Path) -> int:
 
     m = read_metrics(src)
     keep = superseding_rows(m["env_steps"])
-    steps = m["env_steps"][keep]
-    nan = np.full(steps.size, np.nan)
-    binned_steps, ret, last = bin_by_steps(steps, m.get("episode_return", nan)[keep])
-    _, violations, _ = bin_by_steps(steps, m.get("violation_rate", nan)[keep])
-    starts = np.r_[0, last[:-1] + 1]
-    episodes = np.add.reduceat(np.nan_to_num(m.get("episodes", np.zeros(steps.size))[keep]), starts)
-    columns = {"update": m.get("update", nan)[keep][last], "env_steps": binned_steps,
-               "wall_s": m.get("wall_s", nan)[keep][last], "episode_return": ret, "episodes": episodes,
-               "violation_rate": violations}
+    nan = np.full(m["env_steps"].size, np.nan)
+    kept = {name: m.get(name, nan)[keep] for name in CURVE_COLUMNS}  # a column the run did not log stays empty
+    binned_steps, ret, last = bin_by_steps(kept["env_steps"], kept["episode_return"])
+    _, violations, _ = bin_by_steps(kept["env_steps"], kept["violation_rate"])
+    episodes = np.add.reduceat(np.nan_to_num(kept["episodes"]), np.r_[0, last[:-1] + 1])
+    columns = {"update": kept["update"][last], "env_steps": binned_steps, "wall_s": kept["wall_s"][last],
+               "episode_return": ret, "episodes": episodes, "violation_rate": violations}
 
     def text(x: float, integer: bool = False) -> str:
         if not np.isfinite(x):

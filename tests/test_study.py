@@ -383,6 +383,10 @@ def test_a_runs_archived_curve_gives_the_numbers_of_its_full_metrics(tmp_path):
     compact = np.genfromtxt(tmp_path / "compact" / "metrics.csv", delimiter=",", names=True)
     assert compact["episode_return"][16] == pytest.approx(np.nanmean(returns[500:][in_bin]))
     assert compact["episodes"].sum() == np.isfinite(np.r_[returns[:400], returns[500:]]).sum()
+    # a metrics.csv with only the curve's own columns compacts too; the others stay empty
+    bare = _curve_run(tmp_path, "bare", 0, np.linspace(0.0, 4.0, 1000)).run_dir
+    assert compact_metrics(bare / "metrics.csv", tmp_path / "bare_compact" / "metrics.csv") == 20_000 // 500
+    assert learning_facts(bare).area_mean == learning_facts(tmp_path / "bare_compact").area_mean
 
 
 def test_study_eta_comes_from_the_rate_of_this_invocation():
