@@ -637,19 +637,23 @@ def run_study(study: Study, out: Path, jobs: int | None = None, dry_run: bool = 
     train=False evaluates what has finished and trains nothing (a study cut short, before archiving it)."""
     n_jobs, note = effective_jobs(study, jobs)
     restored: list[str] = []
-    if restore is not None and not dry_run:
+    if restore is not None:
         from launch.study_archive import restore_study
 
-        restored = restore_study(restore, out, study.steps)
-    states = plan(study, out)
-    counts = {s: sum(1 for _, st in states if st == s) for s in ("finished", "resume", "new")}
-    header = (f"study {study.name}: {len(states)} runs ({counts['finished']} finished, {counts['resume']} to "
-              f"resume, {counts['new']} new), {study.steps} env steps each, mode {study.mode}, {n_jobs} at a time")
+        restored = restore_study(restore, out, study.steps, {run.run_id for run in study.runs}, dry_run=dry_run)
+    states = [(run, "restore" if run.run_id in restored and dry_run else state) for run, state in plan(study, out)]
+    counts = {s: sum(1 for _, st in states if st == s) for s in ("finished", "restore", "resume", "new")}
+    header = (f"study {study.name}: {len(states)} runs ({counts['finished']} finished, "
+              + (f"{counts['restore']} to restore, " if counts["restore"] else "")
+              + f"{counts['resume']} to resume, {counts['new']} new), {study.steps} env steps each, mode "
+              f"{study.mode}, {n_jobs} at a time")
     if dry_run:
         echo(header + (f"\nnote: {note}" if note else ""))
         for run, state in states:
             run_dir = out / "runs" / run.run_id
-            echo(f"{state:>8}  {cli_text(_train_args(run, study, run_dir, state == 'resume'))}")
+            action = f"{run.run_id} from {restore}" if state == "restore" else \
+                cli_text(_train_args(run, study, run_dir, state == "resume"))
+            echo(f"{state:>8}  {action}")
         echo(f"then: powernet evaluate on {study.eval_episodes} seeds from {study.eval_seed} for every run, and "
              f"{', '.join(study.controllers) or 'no controllers'} on {', '.join(study.systems)}")
         return 0

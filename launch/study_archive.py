@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -99,9 +100,11 @@ def archive_study(study_dir: str | Path, dest: str | Path) -> list[str]:
     return kept
 
 
-def restore_study(archive: str | Path, study_dir: str | Path, steps: int) -> list[str]:
-    """Copy the archive's runs that finished `steps` env steps into study_dir, unless study_dir already has
-    them finished; merge its invocations and baselines. Returns the restored run ids."""
+def restore_study(archive: str | Path, study_dir: str | Path, steps: int, run_ids: Collection[str],
+                  dry_run: bool = False) -> list[str]:
+    """Copy the archive's runs of this study (run_ids) that finished `steps` env steps into study_dir, unless
+    study_dir already has them finished; merge its invocations and baselines. Returns the restored run ids
+    (with dry_run, the ones it would restore, copying nothing)."""
     archive, study_dir = Path(archive), Path(study_dir)
     if not (archive / "runs").is_dir():
         raise InputError(f"--restore {archive}: no runs/ folder (write one with `powernet report --archive`)")
@@ -109,16 +112,20 @@ def restore_study(archive: str | Path, study_dir: str | Path, steps: int) -> lis
     for marker_path in sorted((archive / "runs").glob(f"*/{FINISHED}")):
         src = marker_path.parent
         marker = _read_json(marker_path) or {}
-        if int(marker.get("env_steps", 0)) < steps:
+        if src.name not in run_ids or int(marker.get("env_steps", 0)) < steps:
             continue
         target = study_dir / "runs" / src.name
         mine = _read_json(target / FINISHED) or {}
         if int(mine.get("env_steps", 0)) >= steps:
             continue
+        restored.append(src.name)
+        if dry_run:
+            continue
         if target.exists():
             shutil.rmtree(target)  # an unfinished attempt here: the archived run got further
         shutil.copytree(src, target)
-        restored.append(src.name)
+    if dry_run:
+        return restored
     for summary in sorted((archive / "baselines").glob("*/*/summary.json")):
         target = study_dir / summary.parent.relative_to(archive)
         if not (target / "summary.json").is_file():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -179,11 +180,18 @@ def test_study_resumes_after_interrupt_skips_finished_runs_and_reports(tmp_path,
     for name in ("table.csv", "efficiency.csv"):
         assert (archived_report / name).read_text() == (full_report / name).read_text()
     elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(archive / "runs" / first.name, archive / "runs" / "not_in_this_study")
+    result = CliRunner().invoke(main, ["study", "-c", str(config), "--out", str(elsewhere), "--restore",
+                                       str(archive), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "0 finished, 2 to restore, 0 to resume, 0 new" in result.output
+    assert f" restore  {first.name} from {archive}" in result.output and not elsewhere.exists()
     restored = subprocess.run([*_study_cmd(config, elsewhere), "--restore", str(archive)], cwd=REPO, env=_env(),
                               capture_output=True, text=True, timeout=60)
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert "restored 2 finished run(s)" in restored.stdout and "2 finished, 0 to resume, 0 new" in restored.stdout
     assert "train " not in restored.stdout and "evaluate " not in restored.stdout
+    assert sorted(p.name for p in (elsewhere / "runs").iterdir()) == sorted([first.name, second.name])
     invocations = (elsewhere / "invocations.jsonl").read_text().splitlines()
     assert len(invocations) == len((out / "invocations.jsonl").read_text().splitlines()) + 1
     # a folder that is not an archive is neither overwritten nor read: one line, exit status 2
