@@ -548,7 +548,8 @@ def efficiency_lines(group_list: Sequence[Group], system: str, csv_rows: list[di
                          "steps_to_threshold_ci95": to_t[1], "seeds_reaching": len(reached)})
     rows.sort(key=lambda row: -row[0])
     lines = [f"**Sample efficiency on {system}.** Training return (stochastic policy, random disturbances), "
-             f"as means over windows of {EFFICIENCY_WINDOW_STEPS:,} env steps: starting return over the first "
+             f"in bins of {CURVE_BIN_STEPS} env steps, as means over windows of {EFFICIENCY_WINDOW_STEPS:,} env "
+             "steps: starting return over the first "
              "window, final return over the last 5 % of the run, area-mean return over the smoothed curve; a step "
              f"count is the middle of the first window that reaches the threshold. Threshold: {threshold:.3f}, "
              f"{EFFICIENCY_SHARE:.0%} of the way from the mean starting return {r0:.3f} to the best final return "
