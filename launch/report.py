@@ -89,6 +89,12 @@ class Group:
     runs: list[RunResult] = field(default_factory=list)
 
     @property
+    def finished(self) -> list[RunResult]:
+        """Runs that reached their budget: the ones whose training curves the report compares (a run cut
+        short would pull a group's final return toward its start, and an archive keeps only these)."""
+        return [r for r in self.runs if r.finished]
+
+    @property
     def evaluated(self) -> list[RunResult]:
         return [r for r in self.runs if r.summary is not None]
 
@@ -284,11 +290,11 @@ def plot_learning_curves(groups: Sequence[Group], system: str, path: Path) -> bo
     mine = [g for g in groups if g.system == system]
     palette = plt.get_cmap("tab10" if len(mine) <= 10 else "tab20")  # a sweep has more lines than tab10 colours
     for k, group in enumerate(mine):
-        ends = [last_env_steps(r.run_dir / "metrics.csv") for r in group.runs]
+        ends = [last_env_steps(r.run_dir / "metrics.csv") for r in group.finished]
         if not ends or max(ends) == 0:
             continue
         grid = np.linspace(0, max(ends), 200)
-        curves = [c for c in (_curve(r.run_dir, grid) for r in group.runs) if c is not None]
+        curves = [c for c in (_curve(r.run_dir, grid) for r in group.finished) if c is not None]
         if not curves:
             continue
         stack = np.vstack(curves)
@@ -525,8 +531,8 @@ def efficiency_lines(group_list: Sequence[Group], system: str, csv_rows: list[di
     r0 + 0.9 (r_best - r0), with r0 the mean starting return of every run and r_best the best method's mean
     final return. Training returns come from the stochastic policy under random disturbances, so they are
     lower than the greedy evaluation returns; they compare methods with each other, not with the table above."""
-    facts = {id(r): learning_facts(r.run_dir) for g in group_list if g.system == system for r in g.runs}
-    groups = [(g, [facts[id(r)] for r in g.runs if facts[id(r)] is not None]) for g in group_list
+    facts = {id(r): learning_facts(r.run_dir) for g in group_list if g.system == system for r in g.finished}
+    groups = [(g, [facts[id(r)] for r in g.finished if facts[id(r)] is not None]) for g in group_list
               if g.system == system]
     groups = [(g, fs) for g, fs in groups if fs]
     if not groups:

@@ -257,6 +257,7 @@ def test_report_draws_the_alpha_beta_heat_map(tmp_path):
                     "overrides": {"train.spatial_discount": alpha, "env.smoothing_beta": beta}, "seed": seed,
                     "attempts": [{"wall_s": 1.0, "end_env_steps": 100, "command": "powernet train ..."}]}))
                 (run / "metrics.csv").write_text("update,env_steps,episode_return\n1,20,1.0\n2,40,2.0\n")
+                (run / FINISHED).write_text(json.dumps({"env_steps": 40}))
                 (run / "eval" / "summary.json").write_text(json.dumps({
                     "seeds": [2000], "mean_return": 4 * alpha + beta + rng.normal(0, 0.1),
                     "violation_rate": 0.0, "mean_settling_step": 1.0, "max_dev_pu": 0.03}))
@@ -364,6 +365,11 @@ def test_sample_efficiency_table_finds_the_threshold_crossing_of_each_run(tmp_pa
     groups[1].runs.append(_curve_run(tmp_path, "ia2c", 2, np.zeros(1000)))
     text = "\n".join(efficiency_lines(groups, "microgrid-6", []))
     assert "(2 of 3 seeds; the rest never)" in text
+    # a run cut short (no FINISHED marker) is left out of the curves' numbers
+    cut = _curve_run(tmp_path, "ia2c", 3, np.zeros(50))
+    cut.finished = False
+    groups[1].runs.append(cut)
+    assert "(2 of 3 seeds; the rest never)" in "\n".join(efficiency_lines(groups, "microgrid-6", []))
 
 
 def test_a_runs_archived_curve_gives_the_numbers_of_its_full_metrics(tmp_path):
