@@ -54,12 +54,11 @@ def compact_metrics(src: Path, dest: Path) -> int:
     return int(binned_steps.size)
 
 
-def _copy(src: Path, dest: Path) -> bool:
-    if not src.is_file():
-        return False
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(src, dest)
-    return True
+def _copy(src: Path, dest: Path) -> None:
+    """Copy a file when it exists (an unevaluated run has no summary, a controller no trace)."""
+    if src.is_file():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest)
 
 
 def _first_seed(summary_path: Path) -> int | None:

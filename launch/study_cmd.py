@@ -43,8 +43,6 @@ def study(config_path: str, out_dir: str, jobs: int | None, steps: int | None, d
     spec = load_study(config_path)
     if steps is not None:
         spec = replace(spec, steps=steps)
-    if restore_dir is not None and not (Path(restore_dir) / "runs").is_dir():
-        raise InputError(f"--restore {restore_dir}: no runs/ folder (write one with `powernet report --archive`)")
     argv = ["study", "-c", config_path, "--out", out_dir, *(["--jobs", str(jobs)] if jobs else []),
             *(["--steps", str(steps)] if steps is not None else []), *(["--no-train"] if no_train else []),
             *(["--restore", restore_dir] if restore_dir else [])]
