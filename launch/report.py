@@ -531,9 +531,8 @@ def efficiency_lines(group_list: Sequence[Group], system: str, csv_rows: list[di
     r0 + 0.9 (r_best - r0), with r0 the mean starting return of every run and r_best the best method's mean
     final return. Training returns come from the stochastic policy under random disturbances, so they are
     lower than the greedy evaluation returns; they compare methods with each other, not with the table above."""
-    facts = {id(r): learning_facts(r.run_dir) for g in group_list if g.system == system for r in g.finished}
-    groups = [(g, [facts[id(r)] for r in g.finished if facts[id(r)] is not None]) for g in group_list
-              if g.system == system]
+    groups = [(g, [f for f in (learning_facts(r.run_dir) for r in g.finished) if f is not None])
+              for g in group_list if g.system == system]
     groups = [(g, fs) for g, fs in groups if fs]
     if not groups:
         return []
