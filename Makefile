@@ -19,7 +19,7 @@ RUN_STEPS ?= 120000
 RUN_DIR   := runs/powernet-mg6-$(shell date +%Y%m%d-%H%M%S)
 
 run: $(STAMP)
-	$(VENV)/bin/powernet train -c configs/powernet_mg6.toml --mode sync --actors 2 --steps $(RUN_STEPS) --out $(RUN_DIR)
+	$(VENV)/bin/powernet train -c configs/powernet.toml --mode sync --actors 2 --steps $(RUN_STEPS) --out $(RUN_DIR)
 	$(VENV)/bin/powernet evaluate --run $(RUN_DIR)
 	$(VENV)/bin/powernet plot --run $(RUN_DIR)
 	@echo "run:   $(RUN_DIR)  (metrics.csv, config.toml, checkpoints/, tb/, eval/summary.json)"

@@ -8,6 +8,9 @@ value of the wrong type stops the run with an `InputError` that names the key, b
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,12 +18,14 @@ from typing import Any
 
 import tomllib
 
+from common.algorithms import ALGORITHMS
 from common.errors import InputError
 from common.tomlfile import read_toml
 
-ALGORITHMS = ("powernet", "neurcomm", "commnet", "dial", "consenet", "fprint", "ia2c")
-SYSTEMS = ("microgrid-6", "microgrid-20", "toy-graph")
 OFF = "off"
+# Keys of older run files that now come from the system file (episode length, control interval). A config
+# file that still has them is read without them: the runs that wrote them had them checked against the system.
+RETIRED_KEYS = {"env": ("episode_steps", "control_dt_s")}
 
 
 def _opt(default: Any, help: str, *, choices: tuple[Any, ...] | None = None, low: float | None = None,
@@ -32,16 +37,14 @@ def _opt(default: Any, help: str, *, choices: tuple[Any, ...] | None = None, low
 
 @dataclass(frozen=True)
 class EnvConfig:
-    system: str = _opt("microgrid-6", "agent graph and grid: microgrid-6, microgrid-20 or toy-graph (tests)",
-                       choices=SYSTEMS)
+    system: str = _opt("microgrid-6", "the grid and its agent graph: a shipped system's name (simsvc/systems/"
+                       "NAME.toml: microgrid-6, microgrid-20, ...) or the path of a system TOML file")
     disturbance: str = _opt("walk", "load disturbance in training episodes: none, episode (factors drawn at "
                             "reset) or walk (episode factors plus a random walk every control step)",
                             choices=("none", "episode", "walk"))
     noise_std: float = _opt(0.0, "Gaussian observation noise, as a fraction of the normalised value", low=0.0)
     smoothing_beta: float = _opt(0.0, "action smoothing beta: applied Vn = beta*Vn_prev + (1-beta)*Vn_new",
                                  low=0.0, high=0.999999)
-    episode_steps: int = _opt(20, "control steps per episode (T); must match the system", low=1)
-    control_dt_s: float = _opt(0.05, "control interval in seconds; must match the system", low=0.0)
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ class TrainConfig:
     device: str = _opt("cpu", "device of the learner's update: cpu or cuda", choices=("cpu", "cuda"))
     checkpoint_every: int = _opt(50_000, "environment steps between checkpoints (one is also written at the "
                                  "end)", low=1)
-    log_every: int = _opt(10, "updates between progress lines in the log", low=1)
+    log_every: int = _opt(50, "updates between progress lines in the log", low=1)
     vtrace_rho_clip: float = _opt(1.0, "async mode: V-trace clip rho-bar of the importance weights in the "
                                   "targets and policy gradient", low=0.0)
     vtrace_c_clip: float = _opt(1.0, "async mode: V-trace clip c-bar of the trace-cutting weights", low=0.0)
@@ -139,28 +142,21 @@ def describe() -> list[tuple[str, Any, str]]:
 def _check_value(key: str, f: dataclasses.Field, value: Any) -> Any:
     meta = f.metadata
     kind = type(f.default)
-    if meta["off_ok"]:
-        if value == OFF:
-            return OFF
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InputError(f"config key {key}: expected a number or \"off\", got {value!r}")
+    if meta["off_ok"] and value == OFF:
+        return OFF
+    if meta["off_ok"] or kind is float:
+        allowed, what = (int, float), "a number" + ' or "off"' * meta["off_ok"]
+    else:
+        allowed, what = (kind,), {bool: "true or false", int: "an integer", str: "a string"}[kind]
+    if not isinstance(value, allowed) or (isinstance(value, bool) and kind is not bool):
+        raise InputError(f"config key {key}: expected {what}, got {value!r}")
+    if float in allowed:
         value = float(value)
-    elif kind is bool:
-        if not isinstance(value, bool):
-            raise InputError(f"config key {key}: expected true or false, got {value!r}")
-    elif kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InputError(f"config key {key}: expected an integer, got {value!r}")
-    elif kind is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InputError(f"config key {key}: expected a number, got {value!r}")
-        value = float(value)
-    elif kind is str:
-        if not isinstance(value, str):
-            raise InputError(f"config key {key}: expected a string, got {value!r}")
+        if not math.isfinite(value):
+            raise InputError(f"config key {key}: expected a finite number, got {value!r}")
     if meta["choices"] is not None and value not in meta["choices"]:
         raise InputError(f"config key {key}: {value!r} is not one of {', '.join(map(str, meta['choices']))}")
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if kind is not bool and isinstance(value, int | float):
         if meta["low"] is not None and value < meta["low"]:
             raise InputError(f"config key {key}: {value!r} is below the minimum {meta['low']}")
         if meta["high"] is not None and value > meta["high"]:
@@ -207,6 +203,10 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     if path is not None:
         data = read_toml(path, "config file")
     data = {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+    for section, keys in RETIRED_KEYS.items():
+        for key in keys:
+            if isinstance(data.get(section), dict):
+                data[section].pop(key, None)
     for text in overrides:
         section, key, value = parse_override(text)
         if section not in _SECTIONS:
@@ -239,3 +239,12 @@ def gae_lambda(cfg: TrainConfig) -> float | None:
 def reward_clip(cfg: TrainConfig) -> float | None:
     """train.reward_clip as a number, or None when clipping is off."""
     return None if cfg.reward_clip == OFF else float(cfg.reward_clip)
+
+
+def config_digest(cfg: Config) -> str:
+    """A short digest of what learner and actors must agree on (the env, the model, the training recipe and
+    the rollout layout); an actor refuses a learner whose digest differs from its own."""
+    data = {k: v for k, v in cfg.to_dict().items() if k in ("env", "model", "train")}
+    data["train"] = {k: v for k, v in data["train"].items() if k not in ("steps", "device", "log_every")}
+    data["dist"] = {"envs_per_actor": cfg.dist.envs_per_actor, "mode": cfg.dist.mode}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

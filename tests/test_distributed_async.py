@@ -86,7 +86,7 @@ def test_vtrace_on_policy_gives_the_lambda_one_nstep_returns():
 
 
 def test_async_update_with_zero_lag_is_the_sync_update_up_to_rounding():
-    cfg = load_config("configs/powernet_mg6.toml", ["train.n_steps=20", "train.seed=5"])
+    cfg = load_config("configs/powernet.toml", ["train.n_steps=20", "train.seed=5"])
     env = make_vec_env(cfg.env, 2)
     models = []
     for _ in range(2):
@@ -105,7 +105,7 @@ def test_async_update_with_zero_lag_is_the_sync_update_up_to_rounding():
 
 def test_async_run_accepts_lagged_rollouts_within_the_bound(tmp_path):
     out = tmp_path / "async"
-    cmd = [sys.executable, "-m", "launch", "train", "-c", "configs/powernet_mg6.toml", "--mode", "async",
+    cmd = [sys.executable, "-m", "launch", "train", "-c", "configs/powernet.toml", "--mode", "async",
            "--actors", "2", "--steps", "160", "--out", str(out), "--progress", "off",
            "--set", "train.n_steps=20", "--set", "train.seed=3", "--set", "dist.max_policy_lag=1",
            "--set", "dist.learner_delay_s=0.4"]
@@ -139,7 +139,7 @@ def test_async_run_accepts_lagged_rollouts_within_the_bound(tmp_path):
 
 
 def test_rollout_older_than_max_policy_lag_is_dropped_as_stale(tmp_path):
-    cfg = load_config("configs/ia2c_mg6.toml", ["dist.mode=async", "dist.actors=1", "dist.max_policy_lag=2"])
+    cfg = load_config("configs/ia2c.toml", ["dist.mode=async", "dist.actors=1", "dist.max_policy_lag=2"])
     service = build_learner(cfg, tmp_path, "async-run", free_ports=True)
     ctx = zmq.Context()
     push = ctx.socket(zmq.PUSH)
@@ -169,7 +169,7 @@ def test_actor_fetches_weights_when_the_broadcast_fell_behind(tmp_path):
     from actor.worker import StopRequested, _AsyncLink, _Control
     from launch.dist import actor_logger
 
-    cfg = load_config("configs/ia2c_mg6.toml", ["dist.mode=async", "dist.actors=1", "dist.max_policy_lag=2"])
+    cfg = load_config("configs/ia2c.toml", ["dist.mode=async", "dist.actors=1", "dist.max_policy_lag=2"])
     service = build_learner(cfg, tmp_path, "async-run", free_ports=True)
     env = make_vec_env(cfg.env, 1)
     model = build_model(cfg.model, env.adjacency, env.obs_dim, env.n_actions)

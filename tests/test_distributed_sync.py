@@ -28,10 +28,10 @@ torch.set_num_threads(1)
 def test_sync_matches_local_reference(tmp_path, no_orphans, actors, envs):
     updates = 3
     common = ["train.n_steps=20", f"train.steps={updates * 20 * actors * envs}", "train.seed=7"]
-    local = load_config("configs/powernet_mg6.toml",
+    local = load_config("configs/powernet.toml",
                         common + [f"train.num_envs={actors * envs}", f"train.env_groups={actors}"])
     train_local(local, tmp_path / "local")
-    dist = load_config("configs/powernet_mg6.toml",
+    dist = load_config("configs/powernet.toml",
                        common + [f"dist.actors={actors}", f"dist.envs_per_actor={envs}"])
     summary = run_distributed(dist, tmp_path / "sync")
     assert summary["updates"] == updates and summary["dropped"] == {}
@@ -44,7 +44,7 @@ def test_sync_matches_local_reference(tmp_path, no_orphans, actors, envs):
 
 
 def test_bad_rollouts_are_dropped_and_counted(tmp_path):
-    cfg = load_config("configs/ia2c_mg6.toml", ["train.steps=40", "dist.actors=1", "train.seed=1"])
+    cfg = load_config("configs/ia2c.toml", ["train.steps=40", "dist.actors=1", "train.seed=1"])
     service = build_learner(cfg, tmp_path, "good-run", free_ports=True)
     ctx = zmq.Context()
     push = ctx.socket(zmq.PUSH)
@@ -81,7 +81,7 @@ def test_actor_exits_when_the_learner_is_gone(tmp_path):
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)  # bound but silent: a learner that never answers
     port = sock.bind_to_random_port("tcp://127.0.0.1")
-    cfg = load_config("configs/ia2c_mg6.toml", ["dist.actors=1"])
+    cfg = load_config("configs/ia2c.toml", ["dist.actors=1"])
     start = time.monotonic()
     try:
         with pytest.raises(LearnerGone, match="did not answer"):

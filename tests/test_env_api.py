@@ -205,7 +205,7 @@ def test_rollout_collector_gives_identical_windows_with_deferred_resets(n_steps:
     from common.config import load_config
     from common.nets import build_model
 
-    cfg = load_config("configs/powernet_mg6.toml")
+    cfg = load_config("configs/powernet.toml")
     kw = {"disturbance": "walk", "noise_std": 0.02, "smoothing_beta": 0.2}
     windows = {}
     for defer in (False, True):

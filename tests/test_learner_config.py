@@ -7,18 +7,47 @@ import glob
 import pytest
 from click.testing import CliRunner
 
-from common.config import ALGORITHMS, load_config
+from common.algorithms import ALGORITHMS
+from common.config import RETIRED_KEYS, config_digest, load_config
 from common.errors import InputError
 from launch.cli import main
 
 
-def test_every_algorithm_system_pair_has_a_valid_config():
-    files = sorted(glob.glob("configs/*_mg*.toml"))
-    expected = {f"configs/{a}_{s}.toml" for a in ALGORITHMS for s in ("mg6", "mg20")}
-    assert expected <= set(files)
-    for path in expected:
-        cfg = load_config(path)
-        assert cfg.model.algorithm == path.split("/")[1].split("_")[0]
+def test_every_algorithm_has_one_config_that_states_only_its_own_keys():
+    assert sorted(glob.glob("configs/*.toml")) == sorted(f"configs/{a}.toml" for a in ALGORITHMS)
+    defaults = load_config(None)
+    for algorithm in ALGORITHMS:
+        cfg = load_config(f"configs/{algorithm}.toml")
+        assert cfg.model.algorithm == algorithm
+        # everything but the algorithm and its spatial discount is the schema's default (said once)
+        assert cfg.env == defaults.env and cfg.dist == defaults.dist
+        assert cfg.model.hidden == defaults.model.hidden
+        assert {k for k, v in cfg.to_dict()["train"].items() if v != defaults.to_dict()["train"][k]} <= {
+            "spatial_discount"}
+
+
+def test_a_run_file_with_retired_keys_loads_without_them(tmp_path):
+    # run directories written before the episode length and control interval came from the system file
+    old = tmp_path / "config.toml"
+    old.write_text('[env]\nsystem = "microgrid-20"\nepisode_steps = 20\ncontrol_dt_s = 0.05\n')
+    cfg = load_config(old)
+    assert cfg.env.system == "microgrid-20" and "episode_steps" in RETIRED_KEYS["env"]
+    assert "episode_steps" not in cfg.to_dict()["env"]
+    with pytest.raises(InputError, match="env.episode_steps"):  # a user's override is still refused
+        load_config(None, ["env.episode_steps=10"])
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_numbers_are_refused_naming_the_key(value):
+    with pytest.raises(InputError, match="train.lr: expected a finite number"):
+        load_config(None, [f"train.lr={value}"])
+
+
+def test_the_config_digest_covers_what_both_sides_must_share():
+    base = load_config("configs/powernet.toml")
+    assert config_digest(base) == config_digest(load_config("configs/powernet.toml", ["train.steps=5"]))
+    assert config_digest(base) != config_digest(load_config("configs/powernet.toml", ["train.lr=0.1"]))
+    assert config_digest(base) != config_digest(load_config("configs/powernet.toml", ['env.system="microgrid-20"']))
 
 
 def test_unknown_key_is_an_error_naming_it(tmp_path):
@@ -36,14 +65,14 @@ def test_wrong_type_is_an_error_naming_the_key():
 
 
 def test_set_overrides_parse_toml_values():
-    cfg = load_config("configs/powernet_mg6.toml", ["train.lr=0.001", "train.gae_lambda=0.95",
+    cfg = load_config("configs/powernet.toml", ["train.lr=0.001", "train.gae_lambda=0.95",
                                                      "model.share_weights=true", "env.system=toy-graph"])
     assert cfg.train.lr == 0.001 and cfg.train.gae_lambda == 0.95
     assert cfg.model.share_weights is True and cfg.env.system == "toy-graph"
 
 
 def test_cli_bad_config_key_exits_2_with_one_line(tmp_path):
-    result = CliRunner().invoke(main, ["train", "-c", "configs/ia2c_mg6.toml", "--out", str(tmp_path / "r"),
+    result = CliRunner().invoke(main, ["train", "-c", "configs/ia2c.toml", "--out", str(tmp_path / "r"),
                                        "--set", "train.nope=1"])
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()

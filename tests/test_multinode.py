@@ -34,7 +34,7 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
 def _cfg(actors: int, updates: int, *extra: str):
-    return load_config("configs/powernet_mg6.toml",
+    return load_config("configs/powernet.toml",
                        ["train.n_steps=20", "train.seed=7", f"dist.actors={actors}", "dist.envs_per_actor=1",
                         f"train.steps={updates * 20 * actors}", *extra])
 
@@ -353,7 +353,7 @@ def test_ssh_launcher_end_to_end_with_a_local_ssh(tmp_path, no_orphans):
     hosts = tmp_path / "hosts"
     hosts.write_text("# learner first\n127.0.0.1 actors=0\n127.0.0.1\nlocalhost actors=1\n")
     run = tmp_path / "runs" / "ssh-e2e"
-    r = subprocess.run([sys.executable, "-m", "launch.ssh", "--hosts", str(hosts), "-c", "configs/powernet_mg6.toml",
+    r = subprocess.run([sys.executable, "-m", "launch.ssh", "--hosts", str(hosts), "-c", "configs/powernet.toml",
                         "--out", str(run), "--actors-per-host", "1", "--port", str(_free_port_run()),
                         "--bind-host", "127.0.0.1", "--ssh-cmd", f"{REPO / 'launch/ssh/local-ssh'}",
                         "--set", "train.n_steps=20", "--set", "train.seed=7", "--set", "train.steps=120",
@@ -377,7 +377,7 @@ def test_slurm_script_syntax_and_dry_run(tmp_path):
     run = tmp_path / "run"
     env = {**ENV, "POWERNET_SLURM_DRYRUN": "1", "SLURM_JOB_ID": "42", "SLURM_JOB_NODELIST": "node1,node2",
            "SLURM_JOB_NUM_NODES": "2", "POWERNET_RUN": str(run), "POWERNET_ACTORS_PER_NODE": "3",
-           "POWERNET_CONFIG": "configs/powernet_mg6.toml", "PATH": "/usr/bin:/bin"}  # no scontrol needed
+           "POWERNET_CONFIG": "configs/powernet.toml", "PATH": "/usr/bin:/bin"}  # no scontrol needed
     r = subprocess.run(["bash", str(SBATCH)], capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()

@@ -29,7 +29,7 @@ def _rows(run):
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_each_algorithm_trains_on_microgrid6_with_finite_losses(tmp_path, algorithm):
-    cfg = load_config(f"configs/{algorithm}_mg6.toml", ["train.steps=80", "train.num_envs=2"])
+    cfg = load_config(f"configs/{algorithm}.toml", ["train.steps=80", "train.num_envs=2"])
     train_local(cfg, tmp_path)
     rows = _rows(tmp_path)
     assert len(rows) == 2
@@ -39,7 +39,7 @@ def test_each_algorithm_trains_on_microgrid6_with_finite_losses(tmp_path, algori
 
 
 def test_ppo_with_gae_and_linear_schedule_trains_with_finite_losses(tmp_path):
-    cfg = load_config("configs/powernet_mg6.toml", ["train.steps=80", "train.num_envs=2", 'train.loss="ppo"',
+    cfg = load_config("configs/powernet.toml", ["train.steps=80", "train.num_envs=2", 'train.loss="ppo"',
                                                     "train.gae_lambda=0.95", 'train.lr_schedule="linear"',
                                                     'train.optimizer="adam"', 'train.loss_reduction="mean"'])
     train_local(cfg, tmp_path)
@@ -50,9 +50,9 @@ def test_ppo_with_gae_and_linear_schedule_trains_with_finite_losses(tmp_path):
 
 def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tmp_path):
     overrides = ["train.num_envs=2", "train.checkpoint_every=1000"]
-    full = load_config("configs/powernet_mg6.toml", overrides + ["train.steps=160"])
+    full = load_config("configs/powernet.toml", overrides + ["train.steps=160"])
     train_local(full, tmp_path / "full")
-    half = load_config("configs/powernet_mg6.toml", overrides + ["train.steps=80"])
+    half = load_config("configs/powernet.toml", overrides + ["train.steps=80"])
     train_local(half, tmp_path / "split")
     train_local(full, tmp_path / "split", resume=True)
     full_ckpt, split_ckpt = (tmp_path / name / "checkpoints" / "latest.pt" for name in ("full", "split"))
@@ -64,7 +64,7 @@ def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tmp_path):
 def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
     run = tmp_path / "run"
     runner = CliRunner()
-    result = runner.invoke(main, ["train", "-c", "configs/ia2c_mg6.toml", "--mode", "local", "--steps", "40",
+    result = runner.invoke(main, ["train", "-c", "configs/ia2c.toml", "--mode", "local", "--steps", "40",
                                   "--out", str(run)])
     assert result.exit_code == 0, result.output
     assert load_config(run / "config.toml").train.steps == 40
@@ -82,7 +82,7 @@ def test_cli_train_then_evaluate_writes_the_run_directory(tmp_path):
     assert summary["episodes"] == 2 and summary["seeds"] == [2000, 2025]
     trace = np.load(run / "eval" / "episode-2025.npz")
     assert trace["v_pu"].shape == (20, 6)
-    again = runner.invoke(main, ["train", "-c", "configs/ia2c_mg6.toml", "--steps", "40", "--out", str(run)])
+    again = runner.invoke(main, ["train", "-c", "configs/ia2c.toml", "--steps", "40", "--out", str(run)])
     assert again.exit_code == 2 and "--resume" in again.stderr
 
 

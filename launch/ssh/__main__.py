@@ -1,6 +1,6 @@
 """Launch a multi-node run over ssh: learner on the first host of a hosts file, K actors per host.
 
-    python -m launch.ssh --hosts hosts.txt -c configs/powernet_mg6.toml --out runs/NAME [--actors-per-host K]
+    python -m launch.ssh --hosts hosts.txt -c configs/powernet.toml --out runs/NAME [--actors-per-host K]
         [--port 5557] [--bind-host '*'] [--ssh-cmd 'ssh -o BatchMode=yes'] [--remote-repo DIR]
         [--remote-python PY] [--remote-run DIR] [--set KEY=VALUE ...] [--resume]
 
