@@ -15,6 +15,12 @@ What is counted
   that schedule between our integrator / odeint and a tight Radau solve of the r_N equations.
 Everything is compiled and warmed up before it is timed, and BLAS runs on one thread (odeint's linear
 algebra goes through OpenBLAS; with two threads on a busy two-core machine it ran up to 15x slower).
+
+A reference solve that fails (LSODA can give up with "Excess work done" on some machines) does not end the
+benchmark: its figures are null in the JSON, "failed" in the table, and `failures` holds, per solver, the
+error text; every other figure is still measured and written.
+
+The references need scipy (the `test` extra); without it the command says so in one line and exits 2.
 """
 
 from __future__ import annotations
@@ -27,17 +33,17 @@ import platform
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import numba
 import numpy as np
-import scipy
 
+from common.errors import InputError
 from launch.errors import exit_on_user_error
-from simsvc import reference
-from simsvc.env import VecMicrogridEnv
 from simsvc.systems import System, load_system
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 DEFAULT_SYSTEMS = ("microgrid-6", "microgrid-20")
 
@@ -82,8 +88,22 @@ def _say(text: str) -> None:
     click.echo(text, err=True)
 
 
+def reference_module() -> ModuleType:
+    """simsvc.reference, or an InputError naming the missing extra (scipy is a test dependency only)."""
+    try:
+        from simsvc import reference
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] != "scipy":
+            raise
+        raise InputError("powernet bench sim needs scipy for its reference solvers: "
+                         "pip install 'powernet[test]'") from None
+    return reference
+
+
 def time_env(system: System, n_envs: int, episodes: int, seed: int) -> dict[str, float]:
     """Decision steps and simulated seconds per wall second of the vectorised env over `episodes` episodes."""
+    from simsvc.env import VecMicrogridEnv
+
     env = VecMicrogridEnv(system, n_envs, disturbance="walk")
     rng = np.random.default_rng(seed)
     env.reset(seed)
@@ -103,28 +123,60 @@ def _timed(func: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
     return out, time.perf_counter() - t0
 
 
-def warm_up(system: System) -> None:
-    """Compile (or load from cache) every kernel the benchmark times, on a one-step schedule."""
+def _solve_or_record(failures: dict[str, str], solver: str, name: str, func: Any,
+                     *args: Any, **kwargs: Any) -> tuple[Any, float | None]:
+    """(result, wall s) of a reference solve, or (None, None) with its error text in failures[solver].
+
+    Only RuntimeError, the way simsvc.reference reports a solver that gave up, is recorded; anything
+    else is a bug and propagates.
+    """
+    try:
+        return _timed(func, *args, **kwargs)
+    except RuntimeError as exc:
+        failures[solver] = str(exc)
+        _say(f"[{name}] {solver} failed, its figures are left out: {exc}")
+        return None, None
+
+
+def warm_up(system: System, failures: dict[str, str]) -> None:
+    """Compile (or load from cache) every kernel the benchmark times, on a one-step schedule.
+
+    A failing odeint here is recorded as failures['odeint_warmup']: its kernels are compiled by then.
+    """
+    reference = reference_module()
     short = reference.episode_schedule(system, 0, n_steps=1)
     reference.solve_ours(system, system.dg_model, short)
-    reference.solve_reference(system, system.dg_model, short, method="odeint")
+    _solve_or_record(failures, "odeint_warmup", system.name, reference.solve_reference, system, system.dg_model,
+                     short, method="odeint")
     reference.compile_kernels(system, system.dg_model)
     time_env(system, 1, 1, 0)
 
 
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return None if num is None or not den else num / den
+
+
+def _max_gap(a: np.ndarray | None, b: np.ndarray | None) -> float | None:
+    return None if a is None or b is None else float(np.abs(a - b).max())
+
+
 def bench_system(system: System, episodes: int, n_envs: int, n_steps: int | None, seed: int) -> dict[str, Any]:
-    """All figures of one system (see the module docstring)."""
+    """All figures of one system (see the module docstring); null where a reference solve failed."""
+    reference = reference_module()
     name = system.name
     dg_model = system.dg_model
+    failures: dict[str, str] = {}
     _say(f"[{name}] compiling and warming up")
-    warm_up(system)
+    warm_up(system, failures)
     schedule = reference.episode_schedule(system, seed, n_steps=n_steps)
     n_ctrl = schedule.n_intervals - int(round(system.warmup_s / system.control_dt_s))
 
     _say(f"[{name}] tight Radau reference of the r_N equations ({schedule.n_intervals} intervals)")
-    v_radau, radau_s = _timed(reference.solve_reference, system, dg_model, schedule, method="radau")
+    v_radau, radau_s = _solve_or_record(failures, "radau", name, reference.solve_reference, system, dg_model,
+                                        schedule, method="radau")
     _say(f"[{name}] odeint at rtol {reference.ODEINT_RTOL:g}, atol {reference.ODEINT_ATOL:g}")
-    v_odeint, odeint_s = _timed(reference.solve_reference, system, dg_model, schedule, method="odeint")
+    v_odeint, odeint_s = _solve_or_record(failures, "odeint", name, reference.solve_reference, system, dg_model,
+                                          schedule, method="odeint")
     _say(f"[{name}] our integrator and its NumPy twin on the same schedule")
     v_ours, ours_s = _timed(reference.solve_ours, system, dg_model, schedule)
     v_numpy, numpy_s = _timed(reference.solve_numpy, system, dg_model, schedule)
@@ -133,6 +185,7 @@ def bench_system(system: System, episodes: int, n_envs: int, n_steps: int | None
     one = time_env(system, 1, episodes, seed)
     _say(f"[{name}] env, E = {n_envs}, {episodes} episode(s)")
     vec = time_env(system, n_envs, episodes, seed)
+    odeint_steps_per_s = _ratio(n_ctrl, odeint_s)
     return {
         "dg_model": dg_model,
         "dt_s": system.dt_s(dg_model),
@@ -142,21 +195,25 @@ def bench_system(system: System, episodes: int, n_envs: int, n_steps: int | None
         "steps_per_s_vec": vec["steps_per_s"],
         "sim_s_per_wall_s_vec": vec["sim_s_per_wall_s"],
         "ours_schedule_steps_per_s": n_ctrl / ours_s,
-        "odeint_steps_per_s": n_ctrl / odeint_s,
+        "odeint_steps_per_s": odeint_steps_per_s,
         "numpy_steps_per_s": n_ctrl / numpy_s,
-        "speedup_vs_odeint": one["steps_per_s"] / (n_ctrl / odeint_s),
-        "speedup_vs_odeint_vec": vec["steps_per_s"] / (n_ctrl / odeint_s),
-        "max_err_pu": float(np.abs(v_ours - v_radau).max()),
-        "odeint_max_err_pu": float(np.abs(v_odeint - v_radau).max()),
+        "speedup_vs_odeint": _ratio(one["steps_per_s"], odeint_steps_per_s),
+        "speedup_vs_odeint_vec": _ratio(vec["steps_per_s"], odeint_steps_per_s),
+        "max_err_pu": _max_gap(v_ours, v_radau),
+        "odeint_max_err_pu": _max_gap(v_odeint, v_radau),
         "numpy_vs_numba_max_diff_pu": float(np.abs(v_numpy[:, 0] - v_ours).max()),
         "radau_wall_s": radau_s,
         "episodes": episodes,
         "schedule_control_steps": n_ctrl,
+        "failures": failures,
     }
 
 
 def machine_info() -> dict[str, Any]:
     """Where the figures were measured."""
+    import numba
+    import scipy
+
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
             "scipy": scipy.__version__, "numba": numba.__version__,
@@ -165,22 +222,24 @@ def machine_info() -> dict[str, Any]:
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
-    """A readable table of the per-system results."""
+    """A readable table of the per-system results ("failed" where a reference solve gave no figure)."""
     rows = [("", *results)]
-    spec = [
-        ("model, dt", lambda r: f"{r['dg_model']}, {r['dt_s'] * 1e3:g} ms"),
-        ("env steps/s, E=1", lambda r: f"{r['steps_per_s']:,.0f}"),
-        ("env steps/s, E=N", lambda r: f"{r['steps_per_s_vec']:,.0f} (N={r['n_envs_vec']})"),
-        ("sim s / wall s, E=1", lambda r: f"{r['sim_s_per_wall_s']:,.1f}"),
-        ("sim s / wall s, E=N", lambda r: f"{r['sim_s_per_wall_s_vec']:,.1f}"),
-        ("integrator steps/s", lambda r: f"{r['ours_schedule_steps_per_s']:,.0f}"),
-        ("odeint steps/s", lambda r: f"{r['odeint_steps_per_s']:,.1f}"),
-        ("NumPy twin steps/s", lambda r: f"{r['numpy_steps_per_s']:,.1f}"),
-        ("speed-up vs odeint", lambda r: f"{r['speedup_vs_odeint']:,.0f}x / {r['speedup_vs_odeint_vec']:,.0f}x"),
-        ("max |dv| ours (p.u.)", lambda r: f"{r['max_err_pu']:.2e}"),
-        ("max |dv| odeint (p.u.)", lambda r: f"{r['odeint_max_err_pu']:.2e}"),
+    spec = [  # label, the figures the cell shows, how
+        ("model, dt", ("dg_model", "dt_s"), lambda r: f"{r['dg_model']}, {r['dt_s'] * 1e3:g} ms"),
+        ("env steps/s, E=1", ("steps_per_s",), lambda r: f"{r['steps_per_s']:,.0f}"),
+        ("env steps/s, E=N", ("steps_per_s_vec",), lambda r: f"{r['steps_per_s_vec']:,.0f} (N={r['n_envs_vec']})"),
+        ("sim s / wall s, E=1", ("sim_s_per_wall_s",), lambda r: f"{r['sim_s_per_wall_s']:,.1f}"),
+        ("sim s / wall s, E=N", ("sim_s_per_wall_s_vec",), lambda r: f"{r['sim_s_per_wall_s_vec']:,.1f}"),
+        ("integrator steps/s", ("ours_schedule_steps_per_s",), lambda r: f"{r['ours_schedule_steps_per_s']:,.0f}"),
+        ("odeint steps/s", ("odeint_steps_per_s",), lambda r: f"{r['odeint_steps_per_s']:,.1f}"),
+        ("NumPy twin steps/s", ("numpy_steps_per_s",), lambda r: f"{r['numpy_steps_per_s']:,.1f}"),
+        ("speed-up vs odeint", ("speedup_vs_odeint", "speedup_vs_odeint_vec"),
+         lambda r: f"{r['speedup_vs_odeint']:,.0f}x / {r['speedup_vs_odeint_vec']:,.0f}x"),
+        ("max |dv| ours (p.u.)", ("max_err_pu",), lambda r: f"{r['max_err_pu']:.2e}"),
+        ("max |dv| odeint (p.u.)", ("odeint_max_err_pu",), lambda r: f"{r['odeint_max_err_pu']:.2e}"),
     ]
-    rows += [(label, *(fmt(r) for r in results.values())) for label, fmt in spec]
+    rows += [(label, *("failed" if any(r.get(k) is None for k in keys) else fmt(r) for r in results.values()))
+             for label, keys, fmt in spec]
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) if c == 0 else cell.rjust(w) for c, (cell, w) in enumerate(zip(row, widths,
                                                                                                       strict=True)))
@@ -210,8 +269,10 @@ def bench_sim(out_file: str, episodes: int, n_envs: int, systems: tuple[str, ...
     time, not in the count), sim_s_per_wall_s (warm-up included), odeint_steps_per_s and
     numpy_steps_per_s (one seeded episode schedule, warm-up time included), and max_err_pu /
     odeint_max_err_pu (largest DG voltage gap to a tight Radau solve of the original r_N equations), plus
-    machine information. Compile time is excluded; BLAS runs on one thread.
+    machine information. Compile time is excluded; BLAS runs on one thread. A reference solve that fails
+    leaves its figures null and its error text under failures; the others are still written.
     """
+    reference = reference_module()
     results: dict[str, dict[str, Any]] = {}
     machine = machine_info()
     with single_threaded_blas() as n_blas:
@@ -227,3 +288,6 @@ def bench_sim(out_file: str, episodes: int, n_envs: int, systems: tuple[str, ...
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
     click.echo(f"wrote {out}")
+    for name, figures in results.items():
+        for solver, message in figures["failures"].items():
+            click.echo(f"warning: {name}: {solver} failed ({message}); its figures are null in {out}", err=True)
