@@ -35,6 +35,12 @@ def train(config_path: str | None, mode: str, actors: int | None, envs_per_actor
           steps: int | None, out_dir: str, overrides: tuple[str, ...],
           device: str | None, resume: bool, progress_style: str) -> None:
     """Train an algorithm on a system and write the run directory."""
+    # --mode defaults to local, which has no actors: refuse rather than silently train in one process.
+    actor_flags = [flag for flag, value in (("--actors", actors), ("--envs-per-actor", envs_per_actor))
+                   if value is not None]
+    if actor_flags and mode == "local":
+        raise InputError(f"{' and '.join(actor_flags)} need distributed training: add --mode sync or --mode "
+                         f"async (--mode local runs one process and has no actors)")
     from launch.local_trainer import train_local
 
     if config_path is None:
