@@ -95,8 +95,8 @@ def reference_module() -> ModuleType:
     except ImportError as exc:
         if (exc.name or "").split(".")[0] != "scipy":
             raise
-        raise InputError("powernet bench sim needs scipy for its reference solvers: "
-                         "pip install 'powernet[test]'") from None
+        raise InputError("powernet bench sim needs scipy for its reference solvers: install the test extra "
+                         "(pip install -e '.[test]' in the repository)") from None
     return reference
 
 

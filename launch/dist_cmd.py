@@ -11,7 +11,6 @@ import click
 
 from common.config import load_config
 from common.errors import InputError
-from common.security import client_security, generate_keys, is_loopback, parse_tcp
 from launch.errors import exit_on_user_error
 
 
@@ -35,6 +34,8 @@ def learner(config_path: str, out_dir: str, steps: int | None, overrides: tuple[
             free_ports: bool, watch_parent: bool, resume: bool, bind: str | None, keys_dir: str | None,
             insecure: bool) -> None:
     """Run the learner service: bind rollout/weights/control sockets and train."""
+    # pyzmq (through common.security), torch and the simulator load here, not at import: --help stays quick.
+    from common.security import parse_tcp
     from launch.dist import build_learner
 
     extra = list(overrides) + ([f"train.steps={steps}"] if steps is not None else [])
@@ -72,6 +73,7 @@ def actor(address: str, actor_id: int, config_path: str, overrides: tuple[str, .
           out_dir: str | None, timeout_s: float, keys_dir: str | None) -> None:
     """Run one actor: step E envs, send rollouts, apply new weights; exit 0 when the learner says stop."""
     from actor.worker import LearnerGone, run_actor
+    from common.security import client_security, is_loopback, parse_tcp
     from launch.dist import actor_logger
 
     if not address.startswith(("tcp://", "ipc://")):
@@ -96,6 +98,8 @@ def actor(address: str, actor_id: int, config_path: str, overrides: tuple[str, .
 
 def _bind_overrides(bind: str) -> list[str]:
     """Config overrides for ``--bind tcp://HOST:PORT``: control on PORT, rollouts PORT+1, weights PORT+2."""
+    from common.security import parse_tcp
+
     host, port = parse_tcp(bind)
     if port > 65533:
         raise InputError(f"--bind {bind!r}: PORT+2 must be a valid port (PORT <= 65533)")
@@ -110,6 +114,8 @@ def _bind_overrides(bind: str) -> list[str]:
 @exit_on_user_error
 def keys(out_dir: str, actors: int) -> None:
     """Create CURVE keys: the learner's pair, one pair per actor, and the learner's allow-list (DIR/allowed)."""
+    from common.security import generate_keys
+
     made = generate_keys(out_dir, actors)
     click.echo(f"wrote {len(made)} key pairs to {out_dir} (secret files mode 0600); allow-list: "
                f"{Path(out_dir) / 'allowed'}")

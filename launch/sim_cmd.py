@@ -10,9 +10,7 @@ import numpy as np
 
 from common.errors import InputError
 from launch.errors import exit_on_user_error
-from launch.plots import plot_trace
 from simsvc.controllers import CONTROLLERS
-from simsvc.episodes import run_episode, run_for
 from simsvc.systems import available_systems, load_system
 
 
@@ -41,6 +39,10 @@ def sim(system_name: str, controller: str, seed: int, disturbance: str, duration
     trace.npz holds t (s, from 0) and v_pu, p_w, q_var, f_hz, vn_v, each [time, DG], sampled every 10 ms
     (and so at every control step); summary.json the episode's metrics.
     """
+    # Numba (the simulator) and matplotlib load here, not at import: `powernet sim --help` stays quick.
+    from launch.plots import plot_trace
+    from simsvc.episodes import run_episode, run_for
+
     system = load_system(system_name)
     if duration_s is not None:
         if duration_s <= 0:
