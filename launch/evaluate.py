@@ -4,7 +4,6 @@ episode (v_pu, rewards, actions, vn_v, f_hz: each [T, N])."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,9 @@ from actor.envs import make_vec_env
 from common.config import load_config
 from common.errors import InputError
 from common.nets import GraphActorCritic, build_model
+from launch.eval_protocol import SEED_STRIDE, write_eval_summary
 from learner.checkpoint import load_checkpoint
 from simsvc.metrics import episode_summary
-
-SEED_STRIDE = 25  # evaluation seeds S, S+25, S+50, ...: the protocol's 2000, 2025, ..., 2475 for S = 2000
 
 
 @torch.no_grad()
@@ -71,15 +69,5 @@ def evaluate_run(run_dir: str | Path, episodes: int = 20, seed: int = 2000, chec
         trace = run_episode(env, model, ep_seed)
         np.savez_compressed(out / f"episode-{ep_seed}.npz", seed=ep_seed, **trace)
         rows.append({"seed": ep_seed, **episode_summary(trace["v_pu"], trace["rewards"])})
-    returns = np.array([r["return"] for r in rows])
-    summary = {
-        "run": str(run), "checkpoint": checkpoint, "algorithm": cfg.model.algorithm, "system": cfg.env.system,
-        "episodes": episodes, "seeds": [r["seed"] for r in rows],
-        "mean_return": float(returns.mean()), "std_return": float(returns.std()),
-        "violation_rate": float(np.mean([r["violation_rate"] for r in rows])),
-        "mean_settling_step": float(np.mean([r["settling_step"] for r in rows])),
-        "max_dev_pu": float(np.max([r["max_dev_pu"] for r in rows])),
-        "per_episode": rows,
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    head = {"run": str(run), "checkpoint": checkpoint, "algorithm": cfg.model.algorithm, "system": cfg.env.system}
+    return write_eval_summary(out / "summary.json", head, rows)
