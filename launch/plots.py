@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from launch.training_curves import read_metrics, smooth  # noqa: E402
+
 
 def plot_trace(trace: dict[str, np.ndarray], path: Path, title: str = "", band: bool = True) -> None:
     """DG voltages (p.u., with the 0.95/1.05 band) above DG frequencies (Hz), against time (s)."""
@@ -33,37 +35,6 @@ def plot_trace(trace: dict[str, np.ndarray], path: Path, title: str = "", band: 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def read_metrics(path: Path) -> dict[str, np.ndarray]:
-    """metrics.csv as float columns (empty cells become NaN); raises ValueError when it has no rows."""
-    import csv
-
-    with Path(path).open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows or "env_steps" not in rows[0]:
-        raise ValueError(f"{path} has no metrics rows")
-
-    def cell(value: str | None) -> float:
-        try:
-            return float(value) if value not in (None, "") else np.nan
-        except ValueError:
-            return np.nan
-
-    return {key: np.array([cell(r.get(key)) for r in rows]) for key in rows[0]}
-
-
-def smooth(values: np.ndarray, window: int) -> np.ndarray:
-    """Trailing moving average over the finite entries (NaNs skipped; NaN where the window holds none)."""
-    finite = np.isfinite(values)
-    sums = np.cumsum(np.where(finite, values, 0.0))
-    counts = np.cumsum(finite)
-    lag_sums = np.concatenate([np.zeros(window), sums[:-window]]) if len(values) > window else np.zeros_like(sums)
-    lag_counts = np.concatenate([np.zeros(window), counts[:-window]]) if len(values) > window \
-        else np.zeros_like(counts)
-    n = counts - lag_counts
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, (sums - lag_sums) / np.maximum(n, 1), np.nan)
 
 
 def plot_learning_curves(metrics: dict[str, np.ndarray], out_dir: Path, title: str = "") -> list[Path]:
@@ -141,7 +112,7 @@ def plot_run(run_dir: Path, max_traces: int = 4) -> list[Path]:
             if "v_pu" not in data or "f_hz" not in data:
                 continue
             trace = {k: data[k] for k in ("v_pu", "f_hz")}
-        dt = _control_dt(cfg)
+        dt = control_dt_s(cfg)
         trace["t"] = dt * np.arange(1, trace["v_pu"].shape[0] + 1)
         target = out / f"eval-{path.stem}.png"
         plot_trace(trace, target, title=f"{title}, greedy evaluation {path.stem}")
@@ -149,7 +120,7 @@ def plot_run(run_dir: Path, max_traces: int = 4) -> list[Path]:
     return written
 
 
-def _control_dt(cfg_path: Path) -> float:
+def control_dt_s(cfg_path: Path) -> float:
     """env.control_dt_s of the run's config (0.05 s, the default, when unreadable)."""
     import tomllib
 

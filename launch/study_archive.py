@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import InputError
-from launch.study import FINISHED, RUN_SPEC, _read_json
+from launch.jsonfile import read_json
+from launch.run_state import FINISHED, RUN_SPEC
+from launch.training_curves import bin_by_steps, read_metrics, superseding_rows
 
 CURVE_COLUMNS = ("update", "env_steps", "wall_s", "episode_return", "episodes", "violation_rate")
 
@@ -27,9 +29,6 @@ CURVE_COLUMNS = ("update", "env_steps", "wall_s", "episode_return", "episodes", 
 def compact_metrics(src: Path, dest: Path) -> int:
     """metrics.csv in the report's env-step bins: per bin the last row's update, env steps and wall time,
     the mean training return and violation share over its rows, and its episode count. Returns the rows."""
-    from launch.plots import read_metrics
-    from launch.report import bin_by_steps, superseding_rows
-
     m = read_metrics(src)
     keep = superseding_rows(m["env_steps"])
     nan = np.full(m["env_steps"].size, np.nan)
@@ -62,7 +61,7 @@ def _copy(src: Path, dest: Path) -> None:
 
 
 def _first_seed(summary_path: Path) -> int | None:
-    seeds = (_read_json(summary_path) or {}).get("seeds") or []
+    seeds = (read_json(summary_path) or {}).get("seeds") or []
     return int(seeds[0]) if seeds else None
 
 
@@ -110,11 +109,11 @@ def restore_study(archive: str | Path, study_dir: str | Path, steps: int, run_id
     restored = []
     for marker_path in sorted((archive / "runs").glob(f"*/{FINISHED}")):
         src = marker_path.parent
-        marker = _read_json(marker_path) or {}
+        marker = read_json(marker_path) or {}
         if src.name not in run_ids or int(marker.get("env_steps", 0)) < steps:
             continue
         target = study_dir / "runs" / src.name
-        mine = _read_json(target / FINISHED) or {}
+        mine = read_json(target / FINISHED) or {}
         if int(mine.get("env_steps", 0)) >= steps:
             continue
         restored.append(src.name)

@@ -1,4 +1,5 @@
-"""`powernet study` and `powernet report`: thin click wrappers over launch.study and launch.report."""
+"""`powernet study` and `powernet report`: thin click wrappers over launch.study_spec, launch.study,
+launch.report and launch.study_archive."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def study(config_path: str, out_dir: str, jobs: int | None, steps: int | None, d
     Finished runs are skipped, interrupted ones resume from their latest checkpoint; Ctrl-C stops every
     child and leaves the study ready to continue. A study longer than one machine's session continues on
     another from its archive (--restore)."""
-    from launch.study import load_study, run_study
+    from launch.study import run_study
+    from launch.study_spec import load_study
 
     if jobs is not None and jobs < 1:
         raise InputError("--jobs must be at least 1")

@@ -18,29 +18,16 @@ import pytest
 from click.testing import CliRunner
 from proc_helpers import alive, kill_all, wait_gone
 
-from launch import study as study_mod
 from launch.cli import main
-from launch.report import (
-    Group,
-    RunResult,
-    efficiency_lines,
-    learning_facts,
-    mean_interval,
-    ranking_lines,
-    t_critical,
-    write_report,
-)
-from launch.study import (
-    FINISHED,
-    RUN_SPEC,
-    Task,
-    estimate_left_s,
-    format_duration,
-    last_env_steps,
-    load_study,
-    override_tag,
-)
+from launch.report import write_report
+from launch.report_stats import mean_interval, t_critical
+from launch.report_tables import efficiency_lines, ranking_lines
+from launch.run_state import FINISHED, RUN_SPEC, last_env_steps
+from launch.scheduler import RunningTask, Task, estimate_left_s, format_duration, time_left_s
 from launch.study_archive import compact_metrics
+from launch.study_results import Group, RunResult
+from launch.study_spec import load_study, override_tag
+from launch.training_curves import learning_facts
 
 pytestmark = pytest.mark.timeout(150)
 REPO = Path(__file__).resolve().parent.parent
@@ -416,10 +403,10 @@ def test_study_eta_comes_from_the_rate_of_this_invocation():
     now = time.monotonic()
     # two runs 100 s in: one moved 300 -> 800 steps, the other 0 -> 300 (8 steps/s of one job); a queued run
     # has 1000 to do and an earlier attempt of this invocation did 200 in 50 s: (800 + 200) / 150 s per job
-    running = [study_mod._Running(task(800, 1000), None, None, now - 100, 0, units0=300),  # type: ignore[arg-type]
-               study_mod._Running(task(300, 1000), None, None, now - 100, 1, units0=0)]  # type: ignore[arg-type]
-    left = study_mod._time_left(running, [task(0, 1000)], units_done=200, busy_s=50.0, jobs=2)
+    running = [RunningTask(task(800, 1000), None, None, now - 100, 0, units0=300),  # type: ignore[arg-type]
+               RunningTask(task(300, 1000), None, None, now - 100, 1, units0=0)]  # type: ignore[arg-type]
+    left = time_left_s(running, [task(0, 1000)], units_done=200, busy_s=50.0, jobs=2)
     rate = (500 + 300 + 200) / 250.0
     assert left == pytest.approx((200 + 700 + 1000) / rate / 2, rel=1e-2)
     no_work = Task("eval", lambda slot: [], Path("log"))
-    assert study_mod._time_left([], [no_work], 0, 0.0, 2) is None
+    assert time_left_s([], [no_work], 0, 0.0, 2) is None
