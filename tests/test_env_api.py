@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from common.errors import InputError
+from common.graph import hop_distances
 from simsvc.env import OBS_DIM, MicrogridEnv, VecMicrogridEnv, voltage_reward
 
 T = 20  # control steps per episode of microgrid-6/20
@@ -423,6 +424,11 @@ def test_microgrid6_neighbours_and_hop_distances_match_its_graph() -> None:
     np.testing.assert_array_equal(env.hop_distance, expected_hops)
 
 
+def unreachable_pairs(hop_distance: np.ndarray) -> list[tuple[int, int]]:
+    """Agent pairs with no path between them (common.graph.hop_distances gives those the value N)."""
+    return [(int(i), int(j)) for i, j in np.argwhere(hop_distance >= hop_distance.shape[0])]
+
+
 def test_microgrid20_agent_graph_is_symmetric_and_connected() -> None:
     env = MicrogridEnv("microgrid-20")
     assert env.n_agents == 20
@@ -430,8 +436,20 @@ def test_microgrid20_agent_graph_is_symmetric_and_connected() -> None:
     assert np.all(np.diag(env.adjacency) == 0)
     assert np.all(env.hop_distance >= 0)
     np.testing.assert_array_equal(env.hop_distance, env.hop_distance.T)
+    assert unreachable_pairs(env.hop_distance) == []
     for i, nbrs in enumerate(env.neighbors):
         assert np.all(env.hop_distance[i, nbrs] == 1)
+
+
+def test_connectivity_check_finds_the_pairs_of_a_disconnected_agent_graph() -> None:
+    adjacency = np.zeros((5, 5), dtype=int)
+    for i, j in [(0, 1), (1, 2), (3, 4)]:  # two components: {0, 1, 2} and {3, 4}
+        adjacency[i, j] = adjacency[j, i] = 1
+    across = [(i, j) for i in range(3) for j in (3, 4)]
+    expected = sorted(across + [(j, i) for i, j in across])
+    assert unreachable_pairs(hop_distances(adjacency)) == expected
+    adjacency[2, 3] = adjacency[3, 2] = 1  # one more edge joins them
+    assert unreachable_pairs(hop_distances(adjacency)) == []
 
 
 # -- stability over the full action range -----------------------------------------------------------------
