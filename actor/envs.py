@@ -1,32 +1,65 @@
-"""Build the vectorised environment a config asks for; the simulator is imported only when needed, so the
-learning code runs (and is tested) on the toy env without it."""
+"""Build the vectorised environment a config asks for, or only learn its agent graph and sizes.
+
+`env.system` names a shipped system (`simsvc/systems/NAME.toml`) or a path to a system TOML file; either
+way the file is the one registry of systems (`simsvc.systems.resolve_system_path`). Tests may add
+environments of their own with `register_env` (the toy graph env lives with the tests); production code
+registers none. The simulator itself is imported only when an env is built: `agent_spec` reads the
+system file alone, which is all the learner needs to build its networks.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from common.config import EnvConfig
-from common.errors import InputError
+
+
+class AgentSpec(NamedTuple):
+    """What the networks need to know of an environment: the agent graph and the per-agent sizes."""
+
+    adjacency: np.ndarray  # [N, N] bool, symmetric
+    obs_dim: int
+    n_actions: int
+
+    @property
+    def n_agents(self) -> int:
+        return int(self.adjacency.shape[0])
+
+
+class RegisteredEnv(NamedTuple):
+    make: Callable[..., Any]  # make(num_envs, disturbance=, noise_std=, smoothing_beta=, defer_reset=)
+    spec: Callable[[], AgentSpec]
+
+
+_REGISTERED: dict[str, RegisteredEnv] = {}
+
+
+def register_env(name: str, make: Callable[..., Any], spec: Callable[[], AgentSpec]) -> None:
+    """Make `env.system = name` build `make(...)` instead of a PGSim system (for tests)."""
+    _REGISTERED[name] = RegisteredEnv(make, spec)
+
+
+def agent_spec(cfg: EnvConfig) -> AgentSpec:
+    """The agent graph and sizes of cfg.system, read from its system file without building a simulator.
+    An unknown system raises InputError naming the choices."""
+    if cfg.system in _REGISTERED:
+        return _REGISTERED[cfg.system].spec()
+    from simsvc.systems import OBS_NAMES, load_system
+
+    system = load_system(cfg.system)
+    return AgentSpec(system.agent_adjacency.copy(), len(OBS_NAMES), system.n_actions)
 
 
 def make_vec_env(cfg: EnvConfig, num_envs: int, disturbance: str | None = None, defer_reset: bool = False) -> Any:
-    """A VecMicrogridEnv (or the toy env for system "toy-graph") of `num_envs` envs, checked against cfg.
-    `defer_reset` asks the microgrid env for deferred auto-resets (`finish_resets`); the toy env ignores it."""
-    kwargs = {"num_envs": num_envs, "disturbance": disturbance or cfg.disturbance, "noise_std": cfg.noise_std,
-              "smoothing_beta": cfg.smoothing_beta, "action_mode": "discrete"}
-    if cfg.system == "toy-graph":
-        from actor.toy_env import VecToyGraphEnv
+    """A VecMicrogridEnv of `num_envs` envs of cfg.system (episode length and control interval from its
+    system file). `defer_reset` asks for deferred auto-resets (`finish_resets`)."""
+    kwargs = {"disturbance": disturbance or cfg.disturbance, "noise_std": cfg.noise_std,
+              "smoothing_beta": cfg.smoothing_beta, "defer_reset": defer_reset}
+    if cfg.system in _REGISTERED:
+        return _REGISTERED[cfg.system].make(num_envs, **kwargs)
+    from simsvc.env import VecMicrogridEnv
 
-        env = VecToyGraphEnv(system=cfg.system, episode_steps=cfg.episode_steps, **kwargs)
-    else:
-        from simsvc.env import VecMicrogridEnv
-
-        env = VecMicrogridEnv(system=cfg.system, episode_steps=cfg.episode_steps,
-                              control_dt_s=cfg.control_dt_s, defer_reset=defer_reset, **kwargs)
-    if env.episode_steps != cfg.episode_steps:
-        raise InputError(f"config key env.episode_steps: {cfg.system} runs {env.episode_steps}-step episodes, "
-                         f"not {cfg.episode_steps}")
-    dt = getattr(env, "control_dt_s", cfg.control_dt_s)
-    if abs(dt - cfg.control_dt_s) > 1e-12:
-        raise InputError(f"config key env.control_dt_s: {cfg.system} steps every {dt} s, not {cfg.control_dt_s}")
-    return env
+    return VecMicrogridEnv(system=cfg.system, num_envs=num_envs, action_mode="discrete", **kwargs)

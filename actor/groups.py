@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
-from actor.rollout import RolloutCollector
+from actor.rollout import RolloutCollector, window_meta
 from common.errors import InputError
 from common.nets.base import GraphActorCritic
 from common.rollout import Rollout
@@ -43,51 +42,33 @@ def envs_per_group(num_envs: int, groups: int) -> int:
 class GroupedCollector:
     """Several RolloutCollectors stepped one after another; `collect` joins their windows along the env axis.
 
-    It behaves like one RolloutCollector over all envs, but with per-group seeding (see the module doc).
-    Resume restores env episodes; the extra groups' sampler streams restart from their seeds.
+    It behaves like sync mode's actors together (one group per actor, seeded as in the module doc) inside
+    one process: the local trainer's collector, with one group unless train.env_groups says otherwise.
     """
 
     def __init__(self, envs: list[Any], model: GraphActorCritic, n_steps: int, seed: int) -> None:
         self.collectors = [RolloutCollector(env, model, n_steps, group_sampler(seed, k))
                            for k, env in enumerate(envs)]
-        self.seed_base = int(seed)
+        self.seed = int(seed)
 
-    def reset(self, seed: int, episodes_done: np.ndarray | None = None) -> None:
-        """Reset every group with its own seed base (and, on resume, its slice of `episodes_done`)."""
-        self.seed_base = int(seed)
-        start = 0
+    def reset(self) -> None:
+        """Start every group's episode sequence from its own seed base."""
         for k, col in enumerate(self.collectors):
-            n = col.env.n_envs
-            part = None if episodes_done is None else np.asarray(episodes_done)[start:start + n]
-            col.reset(group_seed(seed, k), part)
-            start += n
+            col.reset(group_seed(self.seed, k))
 
-    @property
-    def episodes_done(self) -> np.ndarray:
-        return np.concatenate([c.episodes_done for c in self.collectors])
+    def streams(self) -> dict[int, dict[str, Any]]:
+        """Each group's position in its seed and sampler streams (see RolloutCollector.stream)."""
+        return {k: col.stream() for k, col in enumerate(self.collectors)}
 
-    def finish_resets(self) -> None:
-        """Run every group's deferred episode starts (see RolloutCollector.finish_resets)."""
-        for c in self.collectors:
-            c.finish_resets()
+    def continue_streams(self, streams: dict[int, dict[str, Any]]) -> None:
+        """Continue every group from a checkpoint's streams (a group without one starts afresh)."""
+        for k, col in enumerate(self.collectors):
+            if k in streams:
+                col.continue_stream(group_seed(self.seed, k), streams[k])
+            else:
+                col.reset(group_seed(self.seed, k))
 
-    @property
-    def at_episode_boundary(self) -> bool:
-        return all(c.at_episode_boundary for c in self.collectors)
-
-    def collect(self, version: int = 0) -> tuple[Rollout, dict[str, Any]]:
-        """One window of every group, joined in group order, with the groups' statistics merged."""
+    def collect(self, version: int = 0) -> tuple[Rollout, list[dict[str, Any]]]:
+        """One window of every group, joined in group order, with each group's window summary."""
         parts = [c.collect(version) for c in self.collectors]
-        return Rollout.concat([r for r, _ in parts]), merge_window_stats([s for _, s in parts],
-                                                                         [r.rewards for r, _ in parts])
-
-
-def merge_window_stats(stats: list[dict[str, Any]], rewards: list[np.ndarray]) -> dict[str, Any]:
-    """Statistics of several windows as if they were one (rewards weighted by their size)."""
-    sizes = [r.size for r in rewards]
-    total = sum(sizes)
-    return {"env_steps": sum(s["env_steps"] for s in stats),
-            "reward_mean": float(sum(float(r.sum(dtype=np.float64)) for r in rewards) / total),
-            "episode_returns": [x for s in stats for x in s["episode_returns"]],
-            "violation_rate": sum(s["violation_rate"] * n for s, n in zip(stats, sizes, strict=True)) / total,
-            "diverged": sum(s["diverged"] for s in stats)}
+        return Rollout.concat([r for r, _ in parts]), [window_meta(s, r.rewards.size) for r, s in parts]

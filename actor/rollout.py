@@ -65,6 +65,18 @@ class RolloutCollector:
         self._starts = torch.ones(self.env.n_envs, dtype=torch.bool)
         self._pending = None
 
+    def stream(self) -> dict[str, Any]:
+        """Where this collector's seeded episodes and action sampler stand (checkpointed by the learner)."""
+        return {"episodes_done": int(self.episodes_done.max(initial=0)), "at_boundary": self.at_episode_boundary,
+                "sampler_state": self.sampler.get_state().numpy().copy()}
+
+    def continue_stream(self, seed: int, stream: dict[str, Any]) -> None:
+        """Continue the episode sequence and sampler recorded by `stream` (fresh episodes start)."""
+        episodes = stream.get("episodes_done") or 0
+        self.reset(seed, np.full(self.env.n_envs, int(episodes), dtype=np.int64))
+        if stream.get("sampler_state") is not None:
+            self.sampler.set_state(torch.from_numpy(np.array(stream["sampler_state"], dtype=np.uint8)))
+
     def finish_resets(self) -> None:
         """Run the env's pending (deferred) episode starts now and take their first observations."""
         if self._deferred and self.env.resets_pending:
@@ -132,3 +144,11 @@ class RolloutCollector:
                  "episode_returns": finished, "violation_rate": violations / raw.size,
                  "diverged": diverged}
         return rollout, stats
+
+
+def window_meta(stats: dict[str, Any], rewards_size: int) -> dict[str, Any]:
+    """The summary of a window that the learner records (sent as rollout meta): finished episodes, the sum of
+    their returns, voltage-violation count and diverged envs."""
+    returns = stats["episode_returns"]
+    return {"episodes": len(returns), "episode_return_sum": float(np.sum(returns)),
+            "violations": int(round(stats["violation_rate"] * rewards_size)), "diverged": int(stats["diverged"])}

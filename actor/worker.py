@@ -25,9 +25,9 @@ import zmq
 
 from actor.envs import make_vec_env
 from actor.groups import group_seed
-from actor.rollout import RolloutCollector
+from actor.rollout import RolloutCollector, window_meta
 from common import wire
-from common.config import Config
+from common.config import Config, config_digest
 from common.nets import build_model
 from common.rollout import Rollout
 from common.security import ClientSecurity, peer_endpoint
@@ -204,8 +204,6 @@ def run_actor(cfg: Config, learner: str, actor_id: int, run_id: str, log: loggin
               timeout_s: float = 15.0, max_msg_bytes: int = 64 << 20, max_rollouts: int | None = None,
               security: ClientSecurity | None = None) -> int:
     """Serve as actor `actor_id` until the learner says stop (return 0); raise LearnerGone if it vanishes."""
-    from learner.service import config_digest  # a pure function of the config; no learner state
-
     torch.set_num_threads(1)
     tc, E = cfg.train, cfg.dist.envs_per_actor
     seed = group_seed(tc.seed, actor_id)
@@ -240,18 +238,15 @@ def run_actor(cfg: Config, learner: str, actor_id: int, run_id: str, log: loggin
             link = _AsyncLink(ctx, control, peer_endpoint(learner, str(hello.meta["weights"])),
                               cfg.dist.max_policy_lag, log, max_msg_bytes)
             push.setsockopt(zmq.SNDTIMEO, int(1000 * timeout_s))  # a learner gone can't block us forever
-        first = _continue_streams(hello, collector, sampler, seed, log, sender)
+        first = _continue_streams(hello, collector, seed, log, sender)
         version = _load(model, control.request(wire.GET_WEIGHTS, {"min_version": first}, wire.WEIGHTS), shapes)
         log.info("%s: %d envs, seed %d, weights version %d from %s", sender, E, seed, version, learner)
         timers.restart()
         sent = 0
         while max_rollouts is None or sent < max_rollouts:
             rollout, stats = collector.collect(version)
-            returns = stats["episode_returns"]
-            meta = {"actor": actor_id, "episodes": len(returns), "episode_return_sum": float(np.sum(returns)),
-                    "violations": int(round(stats["violation_rate"] * rollout.rewards.size)),
-                    "diverged": int(stats["diverged"]), "episodes_done": int(collector.episodes_done.max()),
-                    "at_boundary": collector.at_episode_boundary}
+            meta = {"actor": actor_id, **window_meta(stats, rollout.rewards.size),
+                    "episodes_done": int(collector.episodes_done.max()), "at_boundary": collector.at_episode_boundary}
             meta.update(timers.totals("t_"))
             with timers.stage("send"):
                 wire.send(push, wire.Message(type=wire.ROLLOUT, run_id=run_id, sender=sender, seq=sent,
@@ -285,21 +280,21 @@ def run_actor(cfg: Config, learner: str, actor_id: int, run_id: str, log: loggin
         ctx.term()
 
 
-def _continue_streams(hello: wire.Message, collector: RolloutCollector, sampler: torch.Generator, seed: int,
-                      log: logging.Logger, sender: str) -> int:
+def _continue_streams(hello: wire.Message, collector: RolloutCollector, seed: int, log: logging.Logger,
+                      sender: str) -> int:
     """Apply the learner's record of this actor (episode counter and sampler state after its last accepted
     rollout), so a restarted or resumed actor continues its seed streams; return the first weight version
     to act with (``next_version``: past a version whose rollout the learner already holds)."""
     episodes = hello.meta.get("episodes_done")
+    episodes = episodes if isinstance(episodes, int) and not isinstance(episodes, bool) and episodes > 0 else 0
     state = hello.arrays.get(wire.SAMPLER_STATE)
-    if isinstance(episodes, int) and not isinstance(episodes, bool) and episodes > 0:
-        collector.reset(seed, np.full(collector.env.n_envs, episodes, dtype=np.int64))
-        log.info("%s: continuing at episode %d of its seed stream", sender, episodes)
-    if state is not None:
+    if episodes or state is not None:
         try:
-            sampler.set_state(torch.from_numpy(np.array(state, dtype=np.uint8)))
+            collector.continue_stream(seed, {"episodes_done": episodes, "sampler_state": state})
         except RuntimeError as exc:
             log.warning("%s: the learner's sampler state does not fit (%s); keeping a fresh one", sender, exc)
+        else:
+            log.info("%s: continuing at episode %d of its seed stream", sender, episodes)
     first = hello.meta.get("next_version", 0)
     return first if isinstance(first, int) and not isinstance(first, bool) and first >= 0 else 0
 

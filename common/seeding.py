@@ -4,6 +4,7 @@ checkpoints (a resumed run must continue with exactly the random numbers an unin
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -18,20 +19,19 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed + 1)
 
 
-def rng_state(sampler: torch.Generator) -> dict[str, Any]:
-    """Every random state a run depends on, as picklable values."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-             "sampler": sampler.get_state()}
+def global_rng_state() -> dict[str, Any]:
+    """The global Python, NumPy and torch generators, as picklable values (action samplers are separate:
+    each env group or actor checkpoints its own)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def set_rng_state(state: dict[str, Any], sampler: torch.Generator) -> None:
-    """Restore what `rng_state` saved."""
+def set_global_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what `global_rng_state` saved."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    sampler.set_state(state["sampler"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

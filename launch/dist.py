@@ -22,7 +22,6 @@ from typing import Any
 
 from common import config as config_mod
 from common.config import Config
-from common.errors import InputError
 from common.logs import setup_logging
 from common.security import server_security
 
@@ -36,43 +35,24 @@ class TrainingFailed(RuntimeError):
 def build_learner(cfg: Config, out_dir: str | Path, run_id: str, free_ports: bool = False, echo: bool = False,
                   watch_parent: bool = False, resume: bool = False, keys: str | Path | None = None,
                   insecure: bool = False) -> Any:
-    """Seed, build the model as the reference trainer does, write config.toml, bind the learner's sockets;
-    with `resume`, continue from RUN/checkpoints/latest.pt (model, optimiser, counters, actors' streams).
-    `keys`/`insecure`: the bind policy of `common.security` (checked first, before anything is written)."""
-    from actor.envs import make_vec_env
-    from common.nets import build_model
-    from common.seeding import seed_everything
-    from launch.local_trainer import METRIC_FIELDS, _device, _provenance
-    from learner.checkpoint import load_checkpoint
+    """Seed, build the model as the local trainer does (from the system's agent graph: the learner builds no
+    simulator), write config.toml, bind the learner's sockets; with `resume`, continue from
+    RUN/checkpoints/latest.pt (model, optimiser, counters, actors' streams). `keys`/`insecure`: the bind
+    policy of `common.security` (checked first, before anything is written)."""
+    from launch.local_trainer import prepare_run
+    from learner.core import read_checkpoint
     from learner.service import LearnerService, torch_threads
 
     security = server_security(cfg.dist.host, keys, insecure)
-    out = Path(out_dir)
-    latest = _check_resume(out, resume)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.toml").write_text(config_mod.dumps(cfg, header=_provenance()))
     torch_threads()
-    seed_everything(cfg.train.seed)  # same order as train_local: seed, env, model -> same initial weights
-    device = _device(cfg)
-    env = make_vec_env(cfg.env, 1)
-    model = build_model(cfg.model, env.adjacency, env.obs_dim, env.n_actions).to(device)
-    service = LearnerService(cfg, model, out, run_id, METRIC_FIELDS, free_ports=free_ports, echo=echo,
+    latest, model = prepare_run(cfg, out_dir, resume)
+    service = LearnerService(cfg, model, out_dir, run_id, free_ports=free_ports, echo=echo,
                              watch_parent=watch_parent, security=security)
     if security.warning:
         service.log.warning("%s", security.warning)
     if resume:
-        service.restore(load_checkpoint(latest))
+        service.restore(read_checkpoint(latest))
     return service
-
-
-def _check_resume(out: Path, resume: bool) -> Path:
-    """RUN/checkpoints/latest.pt, after refusing a fresh run over an old one and a resume without one."""
-    latest = out / "checkpoints" / "latest.pt"
-    if latest.exists() and not resume:
-        raise InputError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    if resume and not latest.exists():
-        raise InputError(f"--resume: no checkpoint at {latest}")
-    return latest
 
 
 def _tail(path: Path, lines: int = 8) -> str:
@@ -111,9 +91,10 @@ def run_distributed(cfg: Config, out_dir: str | Path, echo: bool = False, actor_
     """Train with a learner and cfg.dist.actors actor processes; return the learner's summary.
     `progress` gets every row the learner appends to metrics.csv (tailed while supervising)."""
     from launch.progress import MetricsTail
+    from learner.checkpoint import checkpoint_path
 
     out = Path(out_dir)
-    _check_resume(out, resume)
+    checkpoint_path(out, resume)
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log = setup_logging(logs / "supervisor.log", "supervisor", echo=echo)

@@ -24,10 +24,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import random
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +34,13 @@ import torch
 import zmq
 
 from common import wire
-from common.config import Config
+from common.config import Config, config_digest
 from common.logs import setup_logging
-from common.metrics_csv import open_metrics
 from common.nets.base import GraphActorCritic
 from common.rollout import Rollout
 from common.security import ServerSecurity, server_security
-from common.tb import log_scalars
 from common.timers import StageTimer, from_meta
-from learner.checkpoint import save_checkpoint
-from learner.update import learning_rate, make_optimizer, set_learning_rate, update
+from learner.core import LearnerCore, Streams
 
 SENDER = "learner"
 _ROLLOUT_ARRAYS = frozenset(f.name for f in dataclasses.fields(Rollout)) - {"version"}
@@ -60,21 +55,11 @@ def rollout_spec(cfg: Config, model: GraphActorCritic) -> wire.RolloutSpec:
                             hidden=int(state.h.shape[-1]), fp_dim=int(state.fp.shape[-1]))
 
 
-def config_digest(cfg: Config) -> str:
-    """A short digest of the config sections both sides must agree on (actors refuse a mismatch)."""
-    import hashlib
-
-    data = {k: v for k, v in cfg.to_dict().items() if k in ("env", "model", "train")}
-    data["train"] = {k: v for k, v in data["train"].items() if k not in ("steps", "device", "log_every")}
-    data["dist"] = {"envs_per_actor": cfg.dist.envs_per_actor, "mode": cfg.dist.mode}
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
 class LearnerService:
     """Binds its sockets on construction (so `endpoints` is known at once); `run` trains to the end."""
 
     def __init__(self, cfg: Config, model: GraphActorCritic, out_dir: str | Path, run_id: str,
-                 metric_fields: Sequence[str], free_ports: bool = False, echo: bool = False,
+                 free_ports: bool = False, echo: bool = False,
                  max_msg_bytes: int = 64 << 20, hwm: int = 64, watch_parent: bool = False,
                  security: ServerSecurity | None = None) -> None:
         if cfg.dist.mode not in ("sync", "async"):
@@ -82,20 +67,15 @@ class LearnerService:
         self.cfg, self.model, self.run_id = cfg, model, run_id
         self.out = Path(out_dir)
         self.log = setup_logging(self.out / "logs" / "learner.log", "learner", echo=echo)
-        self.metric_fields = tuple(metric_fields) + ("policy_lag_max",) * ("policy_lag_max" not in metric_fields)
         self.spec = rollout_spec(cfg, model)
         self.digest = config_digest(cfg)
-        self.optimiser = make_optimizer(model, cfg.train)
-        self.version = 0
-        self.env_steps = 0
+        # actor id -> its continuation after its last accepted rollout: episodes_done, at_boundary, sampler_state
+        self.actor_state: Streams = {}
+        self.core = LearnerCore(cfg, model, self.out, self.log, streams=lambda: self.actor_state)
         self.dropped: Counter[str] = Counter()
         self.timers = StageTimer()  # restarted at the first update; totals go to learner_stats.json
         self.actor_timers: dict[int, dict[str, float]] = {}  # latest t_* totals each actor sent
         self.stop_requested = False
-        # actor id -> its continuation after its last accepted rollout: episodes_done, at_boundary, sampler_state
-        self.actor_state: dict[int, dict[str, Any]] = {}
-        self.resumed = False
-        self._best = -np.inf
         self._parent = os.getppid() if watch_parent else None  # a launcher gone -> stop, leave no orphan
         self._seq = 0
         # CURVE + allow-list when keys were given; a non-loopback host without them is refused here too
@@ -293,98 +273,66 @@ class LearnerService:
 
     # ---------------------------------------------------------------------------------------------- training
 
+    @property
+    def version(self) -> int:
+        """The current weight version: the number of updates so far."""
+        return self.core.updates
+
+    @property
+    def env_steps(self) -> int:
+        return self.core.env_steps
+
+    def _next_batch(self) -> tuple[Rollout, list[dict[str, Any]], list[int]] | None:
+        """The next update's batch, its rollouts' meta and policy lags, or None while it is incomplete."""
+        if self.cfg.dist.mode == "async":
+            taken = self._take_async()
+            if taken is None:
+                return None
+            parts, metas = taken
+            lags = [self.version - r.version for r in parts]
+            self.lag_counts.update(lags)
+            return Rollout.concat(parts), metas, lags
+        if len(self._pending) < self.cfg.dist.actors:
+            return None
+        order = sorted(self._pending)
+        batch = Rollout.concat([self._pending[k] for k in order])
+        metas = [self._pending_stats[k] for k in order]
+        self._pending, self._pending_stats = {}, {}
+        return batch, metas, [0]
+
     def run(self) -> dict[str, Any]:
         """Train until train.steps env steps (or a stop request); tell actors to stop; return a summary."""
-        cfg, tc = self.cfg, self.cfg.train
-        from torch.utils.tensorboard import SummaryWriter
-
-        # a resumed run continues its rows (those logged after the checkpoint are dropped)
-        metrics_fh, writer = open_metrics(self.out / "metrics.csv", self.metric_fields,
-                                          self.version if self.resumed else None)
-        tb = SummaryWriter(log_dir=str(self.out / "tb"))
-        start = time.perf_counter()
-        recent: deque[float] = deque(maxlen=100)
-        best = self._best
-        next_ckpt = (self.env_steps // tc.checkpoint_every + 1) * tc.checkpoint_every
-        recent_mean = float("nan")
+        core = self.core
         loop_timers: dict[str, float] | None = None
         self._pub_weights()
-        try:
-            while self.env_steps < tc.steps and not self.stop_requested:
+        with core:
+            while not core.done and not self.stop_requested:
                 with self.timers.stage("poll"):  # includes receive and control, the rest is idle
                     self.poll(100)
                 if self._parent is not None and os.getppid() != self._parent:
                     self.log.error("the launching process is gone; stopping")
                     break
-                if cfg.dist.mode == "async":
-                    taken = self._take_async()
-                    if taken is None:
-                        continue
-                    parts, stats = taken
-                    lags = [self.version - r.version for r in parts]
-                    self.lag_counts.update(lags)
-                    batch = Rollout.concat(parts)
-                else:
-                    if len(self._pending) < cfg.dist.actors:
-                        continue
-                    batch = Rollout.concat([self._pending[k] for k in sorted(self._pending)])
-                    stats = [self._pending_stats[k] for k in sorted(self._pending)]
-                    self._pending, self._pending_stats = {}, {}
-                    lags = [0]
-                if cfg.dist.learner_delay_s > 0:
-                    time.sleep(cfg.dist.learner_delay_s)  # testing aid: a slow learner
-                self.actor_timers.update({int(s["actor"]): from_meta(s) for s in stats})
+                taken = self._next_batch()
+                if taken is None:
+                    continue
+                batch, metas, lags = taken
+                if self.cfg.dist.learner_delay_s > 0:
+                    time.sleep(self.cfg.dist.learner_delay_s)  # testing aid: a slow learner
+                self.actor_timers.update({int(m["actor"]): from_meta(m) for m in metas})
                 if self.version == 0:
                     self.timers.restart()  # time the steady state, not the wait for actors to start
-                set_learning_rate(self.optimiser, learning_rate(tc, self.env_steps))
-                self.model.train()
                 with self.timers.stage("learn"):
-                    out = update(self.model, self.optimiser, batch, tc, off_policy=cfg.dist.mode == "async")
-                if not np.isfinite(out["loss"]):
-                    raise FloatingPointError(f"non-finite loss at update {self.version}: {out}")
-                self.version += 1
-                self.env_steps += int(batch.rewards.shape[0] * batch.rewards.shape[1])
+                    stats = core.learn(batch, off_policy=self.cfg.dist.mode == "async")
                 with self.timers.stage("publish"):
                     self._pub_weights()
                     self._answer_waiting()
                 with self.timers.stage("record"):  # metrics row, TensorBoard, log line, scheduled checkpoint
-                    episodes = sum(int(s.get("episodes", 0)) for s in stats)
-                    ep_sum = sum(float(s.get("episode_return_sum", 0.0)) for s in stats)
-                    if episodes:
-                        recent.extend([ep_sum / episodes] * episodes)
-                        recent_mean = float(np.mean(recent))
-                    row = {
-                        "update": self.version, "env_steps": self.env_steps,
-                        "wall_s": round(time.perf_counter() - start, 4), "lr": out["lr"],
-                        "reward_mean": float(batch.rewards.mean(dtype=np.float64)),
-                        "episode_return": ep_sum / episodes if episodes else "", "episodes": episodes,
-                        "violation_rate": sum(float(s.get("violations", 0)) for s in stats) / batch.rewards.size,
-                        "diverged": sum(int(s.get("diverged", 0)) for s in stats),
-                        "loss": out["loss"], "policy_loss": out["policy_loss"], "value_loss": out["value_loss"],
-                        "entropy": out["entropy"], "grad_norm": out["grad_norm"],
-                        "policy_lag": sum(lags) / len(lags), "policy_lag_max": max(lags)}
-                    writer.writerow(row)
-                    log_scalars(tb, row, self.env_steps)
-                    if self.version % tc.log_every == 0:
-                        metrics_fh.flush()
-                        tb.flush()
-                        self.log.info("update %d  env steps %d  recent return %.3f  loss %.4f  %.0f steps/s  "
-                                      "dropped %d", self.version, self.env_steps, recent_mean, out["loss"],
-                                      self.env_steps / max(time.perf_counter() - start, 1e-9),
-                                      sum(self.dropped.values()))
-                    if self.env_steps >= next_ckpt:
-                        best = self._checkpoint(recent_mean, best)
-                        next_ckpt = (self.env_steps // tc.checkpoint_every + 1) * tc.checkpoint_every
+                    core.record(stats, batch, metas, lags, dropped=sum(self.dropped.values()))
             # the steady-state totals: the final checkpoint and the stop handshake below are not step time
             loop_timers = self.timers.totals()
-            self._checkpoint(recent_mean, best)
-        finally:
-            metrics_fh.close()
-            tb.close()
+            core.checkpoint()
         self.stop_actors()
-        summary = {"updates": self.version, "env_steps": self.env_steps, "recent_return": recent_mean,
-                   "wall_s": time.perf_counter() - start, "dropped": dict(self.dropped),
-                   "timers": loop_timers or self.timers.totals(),
+        summary = {**core.summary(), "dropped": dict(self.dropped), "timers": loop_timers,
                    "actor_timers": {str(k): v for k, v in sorted(self.actor_timers.items())}}
         if self.cfg.dist.mode == "async":  # rollouts that entered updates, by policy lag
             summary["policy_lag_counts"] = {str(k): v for k, v in sorted(self.lag_counts.items())}
@@ -399,39 +347,12 @@ class LearnerService:
         except zmq.Again:
             pass
 
-    def _checkpoint(self, recent: float, best: float) -> float:
-        payload = {"model": self.model.state_dict(), "optimizer": self.optimiser.state_dict(),
-                   "updates": self.version, "env_steps": self.env_steps, "config": self.cfg.to_dict(),
-                   "best_return": best, "recent_return": recent, "mode": self.cfg.dist.mode,
-                   "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
-                           "torch": torch.get_rng_state()},
-                   "actors": {k: dict(v) for k, v in self.actor_state.items()}}
-        save_checkpoint(self.out / "checkpoints" / "latest.pt", payload)
-        if np.isfinite(recent) and recent > best:
-            best = payload["best_return"] = recent
-            save_checkpoint(self.out / "checkpoints" / "best.pt", payload)
-        return best
-
     # ---------------------------------------------------------------------------------------------- resume
 
     def restore(self, ckpt: dict[str, Any]) -> None:
-        """Continue from a checkpoint of this run: model, optimiser, counters, RNG and the actors' streams."""
-        self.model.load_state_dict(ckpt["model"])
-        self.optimiser.load_state_dict(ckpt["optimizer"])
-        self.version, self.env_steps = int(ckpt["updates"]), int(ckpt["env_steps"])
-        self._best = float(ckpt.get("best_return", -np.inf))
-        rng = ckpt.get("rng")
-        if rng is not None:
-            random.setstate(rng["python"])
-            np.random.set_state(rng["numpy"])
-            torch.set_rng_state(rng["torch"])
-        self.actor_state = {int(k): dict(v) for k, v in ckpt.get("actors", {}).items()}
-        self.resumed = True
-        if any(not v.get("at_boundary", True) for v in self.actor_state.values()):
-            self.log.warning("checkpoint taken mid-episode: resumed actors start fresh episodes, so this run will "
-                             "not repeat an uninterrupted one exactly")
-        self.log.info("resumed at update %d, %d env steps, actors' episodes %s", self.version, self.env_steps,
-                      {k: v.get("episodes_done") for k, v in sorted(self.actor_state.items())})
+        """Continue from a checkpoint of this run (`learner.core.read_checkpoint`): model, optimiser, counters,
+        global generators and the actors' streams, which re-joining actors are sent in the hello reply."""
+        self.actor_state = self.core.restore(ckpt)
 
     def _record_actor(self, actor: int, msg: wire.Message) -> None:
         """Remember where `actor` stands after the rollout just accepted (checkpointed, sent on re-join)."""

@@ -20,12 +20,11 @@ from common.errors import InputError
 from common.graph import hop_distances
 from simsvc.metrics import outside_band
 from simsvc.simulator import GridBatch, Measurements, stack_trace
-from simsvc.systems import System, load_system
+from simsvc.systems import OBS_NAMES, System, load_system
 
 DISTURBANCES = ("none", "episode", "walk")
 ACTION_MODES = ("discrete", "continuous")
-OBS_DIM = 9
-OBS_NAMES = ("delta_rad", "p_w", "q_var", "i_od_a", "i_oq_a", "i_oD_a", "i_oQ_a", "v_bD_v", "v_bQ_v")
+OBS_DIM = len(OBS_NAMES)
 LOAD_FACTOR_RANGE = (0.8, 1.2)
 LOAD_WALK_STEP = 0.05
 LOAD_FACTOR_CLIP = (0.5, 1.5)

@@ -6,6 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 from proc_helpers import children, kill_all, wait_gone
+from toy_env import VecToyGraphEnv, toy_spec
+
+from actor.envs import register_env
+
+register_env("toy-graph", VecToyGraphEnv, toy_spec)  # a test-only system: learning with a known optimum
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from actor.toy_env import toy_adjacency
+from toy_env import toy_adjacency
 from common.config import ModelConfig, TrainConfig
 from common.nets import AgentState, build_model, hop_distances
 from learner.update import Batch, agent_losses

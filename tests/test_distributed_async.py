@@ -125,6 +125,9 @@ def test_async_run_accepts_lagged_rollouts_within_the_bound(tmp_path):
     for row in rows:
         assert all(np.isfinite(float(row[k])) for k in ("loss", "policy_loss", "value_loss", "entropy"))
         assert 0 <= float(row["policy_lag"]) <= int(row["policy_lag_max"]) <= 1
+        # the V-trace diagnostics are recorded; PPO's stay empty
+        assert 0 < float(row["rho_mean"]) <= 1.0 and 0 <= float(row["rho_clipped"]) <= 1.0
+        assert row["clip_fraction"] == row["approx_kl"] == ""
     # the slow learner lets rollouts of the previous version arrive after an update: lag 1 happens, and
     # nothing beyond the bound ever enters an update
     stats = json.loads((out / "learner_stats.json").read_text())
@@ -145,7 +148,7 @@ def test_rollout_older_than_max_policy_lag_is_dropped_as_stale(tmp_path):
     push = ctx.socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 0)
     try:
-        service.version = 5  # as if five updates had happened
+        service.core.updates = 5  # as if five updates had happened
         push.connect(service.endpoints["rollout"])
         for version in (2, 3, 6):  # lag 3 (too old), lag 2 (the oldest allowed), lag -1 (from the future)
             push.send_multipart(forged_rollout(service.spec, "async-run", version))
@@ -154,7 +157,7 @@ def test_rollout_older_than_max_policy_lag_is_dropped_as_stale(tmp_path):
             service.poll(50)
         assert service.dropped == {"stale": 1, "future_version": 1}
         assert [r.version for r, _ in service._queue] == [3]
-        service.version = 6  # one more update: the queued rollout ages to lag 3 before it is used
+        service.core.updates = 6  # one more update: the queued rollout ages to lag 3 before it is used
         assert service._take_async() is None
         assert service.dropped["stale"] == 2 and not service._queue
     finally:
@@ -179,7 +182,7 @@ def test_actor_fetches_weights_when_the_broadcast_fell_behind(tmp_path):
     control = _Control(ctx, service.endpoints["control"], "async-run", "actor-0", 10.0, log, 1 << 24)
     link = _AsyncLink(ctx, control, service.endpoints["weights"], 2, log, 1 << 24)
     try:
-        service.version = 4  # four updates whose broadcasts this actor never saw
+        service.core.updates = 4  # four updates whose broadcasts this actor never saw
         version, deadline = 0, time.monotonic() + 10
         while version == 0 and time.monotonic() < deadline:
             version = link.refresh(model, shapes, version)

@@ -40,7 +40,7 @@ BASE = ["train.n_steps=20", "train.seed=5", "dist.actors=2", "dist.envs_per_acto
 
 
 def _cfg(updates: int, *extra: str):
-    return load_config("configs/powernet_mg6.toml", BASE + [f"train.steps={updates * PER_UPDATE}", *extra])
+    return load_config("configs/powernet.toml", BASE + [f"train.steps={updates * PER_UPDATE}", *extra])
 
 
 def _rows(run: Path) -> list[dict[str, str]]:
@@ -68,8 +68,8 @@ def test_sync_resume_continues_from_the_checkpoint_and_matches_an_uninterrupted_
     k = 3
     run_distributed(_cfg(k), tmp_path / "split")
     ckpt = load_checkpoint(tmp_path / "split" / "checkpoints" / "latest.pt")
-    assert ckpt["updates"] == k and sorted(ckpt["actors"]) == [0, 1]
-    assert all(a["episodes_done"] == k and a["sampler_state"] is not None for a in ckpt["actors"].values())
+    assert ckpt["updates"] == k and sorted(ckpt["streams"]) == [0, 1]
+    assert all(a["episodes_done"] == k and a["sampler_state"] is not None for a in ckpt["streams"].values())
     summary = run_distributed(_cfg(2 * k), tmp_path / "split", resume=True)
     assert summary["updates"] == 2 * k and summary["env_steps"] == 2 * k * PER_UPDATE
     rows = _rows(tmp_path / "split")
@@ -129,7 +129,7 @@ def test_kill_9_of_an_actor_is_survived_and_the_run_is_unchanged(tmp_path, no_or
     assert "restarted actor 1" in supervisor
     assert "actor-1 went silent" in (run / "logs" / "learner.log").read_text()
     # the restarted actor continued actor 1's seed and sampler streams: same result as the reference
-    local = load_config("configs/powernet_mg6.toml", ["train.n_steps=20", "train.seed=5", "train.num_envs=2",
+    local = load_config("configs/powernet.toml", ["train.n_steps=20", "train.seed=5", "train.num_envs=2",
                                                       "train.env_groups=2", f"train.steps={updates * PER_UPDATE}"])
     train_local(local, tmp_path / "local")
     assert_same_params(tmp_path / "local" / "checkpoints" / "latest.pt", run / "checkpoints" / "latest.pt")
@@ -139,7 +139,7 @@ SUPERVISOR = """
 import sys
 from common.config import load_config
 from launch.dist import run_distributed
-cfg = load_config("configs/powernet_mg6.toml", sys.argv[2:])
+cfg = load_config("configs/powernet.toml", sys.argv[2:])
 run_distributed(cfg, sys.argv[1], actor_timeout_s=3.0)
 """
 
@@ -180,7 +180,7 @@ def test_kill_9_of_the_learner_ends_every_process(tmp_path):
 
 
 def test_bad_input_on_a_live_learner_is_dropped_and_training_goes_on(tmp_path):
-    cfg = load_config("configs/ia2c_mg6.toml", ["train.steps=40", "dist.actors=1", "train.seed=1"])
+    cfg = load_config("configs/ia2c.toml", ["train.steps=40", "dist.actors=1", "train.seed=1"])
     service = build_learner(cfg, tmp_path, "good-run", free_ports=True)
     ctx = zmq.Context()
     push, dealer, big = ctx.socket(zmq.PUSH), ctx.socket(zmq.DEALER), ctx.socket(zmq.PUSH)
@@ -233,7 +233,7 @@ def test_a_failed_distributed_run_ends_with_one_error_line_and_status_1(tmp_path
         raise launch.dist.TrainingFailed("learner failed with exit code 1; last lines of its log:\nboom")
 
     monkeypatch.setattr(launch.dist, "run_distributed", fail)
-    config = Path(__file__).resolve().parents[1] / "configs" / "powernet_mg6.toml"
+    config = Path(__file__).resolve().parents[1] / "configs" / "powernet.toml"
     result = CliRunner().invoke(main, ["train", "-c", str(config), "--mode", "sync", "--steps", "40",
                                        "--progress", "off", "--out", str(tmp_path / "run")])
     assert result.exit_code == 1, result.output

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from actor.toy_env import VecToyGraphEnv
+from toy_env import VecToyGraphEnv
 from learner.returns import gae, learning_rewards, nstep_returns, targets
 
 HOPS = torch.tensor([[0, 1, 2], [1, 0, 1], [2, 1, 0]])  # chain 0 - 1 - 2

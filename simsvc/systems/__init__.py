@@ -19,6 +19,8 @@ from common.tomlfile import read_toml
 
 SYSTEMS_DIR = Path(__file__).resolve().parent
 DG_MODELS = ("reduced", "full")
+# What each agent observes of its DG, in this order (SI units; normalised by the system's [obs_norm] table).
+OBS_NAMES = ("delta_rad", "p_w", "q_var", "i_od_a", "i_oq_a", "i_oD_a", "i_oQ_a", "v_bD_v", "v_bQ_v")
 
 # Column order of System.dg_params: one row per DG, SI units.
 DG_COLUMNS = ("m_p", "n_q", "omega_c", "r_c", "l_c", "k_pv", "k_iv", "k_pc", "k_ic", "f", "r_f", "l_f", "c_f")
@@ -60,8 +62,8 @@ class System:
     sec_f_t_on_s: float
     sec_v_gain_per_s: float
     sec_v_pinned: np.ndarray
-    obs_mean: np.ndarray = field(default_factory=lambda: np.zeros(9))
-    obs_std: np.ndarray = field(default_factory=lambda: np.ones(9))
+    obs_mean: np.ndarray = field(default_factory=lambda: np.zeros(len(OBS_NAMES)))
+    obs_std: np.ndarray = field(default_factory=lambda: np.ones(len(OBS_NAMES)))
 
     @property
     def omega_nom(self) -> float:

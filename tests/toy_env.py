@@ -1,11 +1,11 @@
 """A seeded toy graph environment with a known optimum, for tests and debugging of the learning code.
 
-It has the exact interface of `simsvc.env.VecMicrogridEnv` (select it with `env.system = "toy-graph"`), so the
-trainer, rollout and evaluation code are identical for both. Each agent owns a set-point index s_i (action
-a_i in 0..9, smoothed with beta as in PGSim) and a hidden target k_i drawn per episode (and random-walking
-with disturbance "walk"); its observation shows its own target, so the optimum is a_i = round(k_i).
-Reward r_i = 1 - |e_i| - 0.5 mean_{j in N(i)} |e_j| with e = s - k: neighbours' errors leak into each agent's
-reward, so the spatial discount matters. The best per-agent step reward is 1 (0.75 on average when acting
+It has the interface of `simsvc.env.VecMicrogridEnv`; tests/conftest.py registers it as system "toy-graph"
+(`actor.envs.register_env`), so the trainer, rollout and evaluation code are identical for both. Each agent owns a
+set-point index s_i (action a_i in 0..9, smoothed with beta as in PGSim) and a hidden target k_i drawn per episode
+(and random-walking with disturbance "walk"); its observation shows its own target, so the optimum is a_i =
+round(k_i). Reward r_i = 1 - |e_i| - 0.5 mean_{j in N(i)} |e_j| with e = s - k: neighbours' errors leak into each
+agent's reward, so the spatial discount matters. The best per-agent step reward is 1 (0.75 on average when acting
 optimally on continuous targets); a uniformly random policy averages about -3.4.
 """
 
@@ -15,7 +15,10 @@ from typing import Any
 
 import numpy as np
 
-# microgrid-6's agent graph (pgsim.md §6), reused so toy runs exercise the same message paths.
+from actor.envs import AgentSpec
+from common.graph import hop_distances
+
+# microgrid-6's agent graph, reused so toy runs exercise the same message paths.
 TOY_EDGES = ((1, 2), (1, 3), (2, 3), (2, 4), (3, 5), (4, 5), (4, 6), (5, 6))
 N_ACTIONS = 10
 OBS_DIM = 9
@@ -25,7 +28,7 @@ RBF_CENTRES = np.arange(1.5, 8.0)
 
 
 def smoothed_setpoint(previous: np.ndarray, commanded: np.ndarray, beta: float) -> np.ndarray:
-    """Action smoothing of pgsim.md §7: applied = beta * previous + (1 - beta) * commanded."""
+    """Action smoothing as in PGSim (docs/mdp.md): applied = beta * previous + (1 - beta) * commanded."""
     return beta * previous + (1.0 - beta) * commanded
 
 
@@ -38,31 +41,17 @@ def toy_adjacency(edges: tuple[tuple[int, int], ...] = TOY_EDGES) -> np.ndarray:
     return adjacency
 
 
-def _hops(adjacency: np.ndarray) -> np.ndarray:
-    n = len(adjacency)
-    dist = np.where(adjacency, 1, n).astype(np.int64)
-    np.fill_diagonal(dist, 0)
-    for k in range(n):
-        dist = np.minimum(dist, dist[:, k : k + 1] + dist[k : k + 1, :])
-    return dist
-
-
 class VecToyGraphEnv:
     """E toy episodes stepped together; auto-resets like VecMicrogridEnv."""
 
-    def __init__(self, system: str = "toy-graph", num_envs: int = 1, disturbance: str = "walk",
-                 noise_std: float = 0.0, smoothing_beta: float = 0.0, action_mode: str = "discrete",
-                 episode_steps: int = 20) -> None:
-        if system != "toy-graph":
-            raise ValueError(f"VecToyGraphEnv runs only system 'toy-graph', not {system!r}")
-        if action_mode != "discrete":
-            raise ValueError("VecToyGraphEnv supports action_mode 'discrete' only")
+    def __init__(self, num_envs: int = 1, disturbance: str = "walk", noise_std: float = 0.0,
+                 smoothing_beta: float = 0.0, episode_steps: int = 20, defer_reset: bool = False) -> None:
         if disturbance not in ("none", "episode", "walk"):
             raise ValueError(f"unknown disturbance {disturbance!r}")
         self.adjacency = toy_adjacency()
         self.n_agents = len(self.adjacency)
         self.neighbors = [np.flatnonzero(row).astype(np.int64) for row in self.adjacency]
-        self.hop_distance = _hops(self.adjacency)
+        self.hop_distance = hop_distances(self.adjacency)
         self.n_envs = num_envs
         self.obs_dim = OBS_DIM
         self.n_actions = N_ACTIONS
@@ -159,3 +148,8 @@ class VecToyGraphEnv:
                 self._start_episode(e)
             obs = self._observe()
         return obs, rewards.astype(np.float32), done, info
+
+
+def toy_spec() -> AgentSpec:
+    """The toy env's agent graph and sizes, as `actor.envs.agent_spec` reports them."""
+    return AgentSpec(toy_adjacency(), OBS_DIM, N_ACTIONS)

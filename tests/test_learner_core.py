@@ -1,0 +1,159 @@
+"""The learner core shared by the local trainer and the learner service: one checkpoint format (older ones
+still resume, broken ones are refused with one line), every update diagnostic in metrics.csv, resume of
+split env groups, and the layering that keeps the learner free of the simulator."""
+
+from __future__ import annotations
+
+import ast
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from checkpoint_helpers import assert_same_params
+from click.testing import CliRunner
+
+from common.config import load_config
+from common.errors import InputError
+from launch.cli import main
+from launch.local_trainer import train_local
+from learner.checkpoint import load_checkpoint, save_checkpoint
+from learner.core import CHECKPOINT_FORMAT, read_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+SHORT = ["train.num_envs=2", "train.checkpoint_every=1000"]
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    with (run / "metrics.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def _split_and_full(tmp_path: Path, overrides: list[str]) -> tuple[Path, Path]:
+    """Train 80 steps, then resume to 160 in 'split'; train 160 straight in 'full'; return both dirs."""
+    train_local(load_config("configs/ia2c.toml", SHORT + overrides + ["train.steps=80"]), tmp_path / "split")
+    return tmp_path / "split", tmp_path / "full"
+
+
+def test_resume_of_split_env_groups_continues_every_group_sampler(tmp_path):
+    # two env groups (as two sync actors): each group's sampler is checkpointed and continued, so the
+    # resumed run is bit-identical (earlier, the second group's sampler restarted from its seed)
+    split, full = _split_and_full(tmp_path, ["train.env_groups=2"])
+    assert sorted(load_checkpoint(split / "checkpoints" / "latest.pt")["streams"]) == [0, 1]
+    cfg = load_config("configs/ia2c.toml", SHORT + ["train.env_groups=2", "train.steps=160"])
+    train_local(cfg, split, resume=True)
+    train_local(cfg, full)
+    assert_same_params(full / "checkpoints" / "latest.pt", split / "checkpoints" / "latest.pt", atol=0.0)
+
+
+def _as_old_local_checkpoint(ckpt: dict) -> dict:
+    """The payload the local trainer wrote before the learner core (one stream, sampler inside rng)."""
+    stream = ckpt["streams"][0]
+    rng = {**ckpt["rng"], "sampler": torch.from_numpy(np.array(stream["sampler_state"], dtype=np.uint8))}
+    return {"model": ckpt["model"], "optimizer": ckpt["optimizer"], "updates": ckpt["updates"],
+            "env_steps": ckpt["env_steps"], "rng": rng, "seed_base": 0,
+            "episodes_done": np.full(2, stream["episodes_done"], dtype=np.int64),
+            "at_episode_boundary": stream["at_boundary"], "config": ckpt["config"],
+            "best_return": ckpt["best_return"], "recent_return": ckpt["recent_return"]}
+
+
+def test_a_checkpoint_of_the_older_local_format_resumes_bit_identically(tmp_path):
+    split, full = _split_and_full(tmp_path, [])
+    latest = split / "checkpoints" / "latest.pt"
+    save_checkpoint(latest, _as_old_local_checkpoint(load_checkpoint(latest)))
+    assert "format" not in load_checkpoint(latest)
+    cfg = load_config("configs/ia2c.toml", SHORT + ["train.steps=160"])
+    train_local(cfg, split, resume=True)
+    train_local(cfg, full)
+    assert load_checkpoint(latest)["format"] == CHECKPOINT_FORMAT
+    assert_same_params(full / "checkpoints" / "latest.pt", latest, atol=0.0)
+
+
+def test_the_older_learner_service_format_converts_to_streams(tmp_path):
+    sampler = np.arange(8, dtype=np.uint8)
+    old = {"model": {}, "optimizer": {}, "updates": 3, "env_steps": 60, "mode": "sync",
+           "rng": {"python": None}, "actors": {1: {"episodes_done": 3, "at_boundary": True,
+                                                   "sampler_state": sampler}}}
+    save_checkpoint(tmp_path / "old.pt", old)
+    ckpt = read_checkpoint(tmp_path / "old.pt")
+    assert ckpt["format"] == CHECKPOINT_FORMAT and ckpt["streams"][1]["episodes_done"] == 3
+    np.testing.assert_array_equal(ckpt["streams"][1]["sampler_state"], sampler)
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"\x80\x02truncated", "not a readable checkpoint"),
+    (None, "not a PowerNet checkpoint"),
+    ("future", "format 99 is not known"),
+])
+def test_a_broken_or_foreign_checkpoint_is_refused_with_one_line(tmp_path, content, reason):
+    path = tmp_path / "latest.pt"
+    if content is None:
+        save_checkpoint(path, {"weights": [1, 2]})
+    elif content == "future":
+        save_checkpoint(path, {"model": {}, "optimizer": {}, "updates": 0, "env_steps": 0, "format": 99})
+    else:
+        path.write_bytes(content)
+    with pytest.raises(InputError, match=reason) as exc:
+        read_checkpoint(path)
+    assert str(path) in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_resume_from_a_truncated_checkpoint_exits_2_naming_the_file(tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "-c", "configs/ia2c.toml", "--steps", "40", "--out", str(run), "--progress", "off"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    latest = run / "checkpoints" / "latest.pt"
+    latest.write_bytes(latest.read_bytes()[:100])
+    result = CliRunner().invoke(main, [*args[:-2], "--resume", "--progress", "off"])
+    assert result.exit_code == 2, result.output
+    assert str(latest) in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+def test_metrics_record_the_ppo_diagnostics_and_leave_them_empty_for_a2c(tmp_path):
+    train_local(load_config("configs/ia2c.toml", ["train.steps=40", 'train.loss="ppo"']), tmp_path / "ppo")
+    train_local(load_config("configs/ia2c.toml", ["train.steps=40"]), tmp_path / "a2c")
+    for row in _rows(tmp_path / "ppo"):
+        assert 0.0 <= float(row["clip_fraction"]) <= 1.0 and np.isfinite(float(row["approx_kl"]))
+        assert row["rho_mean"] == row["rho_clipped"] == ""
+    # the first PPO epoch starts at the acting policy: some ratio moved in the later epochs
+    assert any(float(r["clip_fraction"]) > 0 or float(r["approx_kl"]) != 0 for r in _rows(tmp_path / "ppo"))
+    for row in _rows(tmp_path / "a2c"):
+        assert row["clip_fraction"] == row["approx_kl"] == row["rho_mean"] == ""
+
+
+def test_the_learner_builds_its_model_without_a_simulator(tmp_path):
+    # the learner process needs the agent graph and sizes, which the system file gives
+    code = ("import sys; from common.config import load_config; from launch.dist import build_learner; "
+            "s = build_learner(load_config('configs/powernet.toml', ['env.system=\"microgrid-20\"']), "
+            f"{str(tmp_path)!r}, 'r', free_ports=True); s.close(); "
+            "print(sorted(m for m in sys.modules if m.startswith(('simsvc', 'actor', 'numba'))))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    loaded = eval(out.stdout.strip().splitlines()[-1])
+    assert "simsvc.systems" in loaded  # the system file was read ...
+    assert not {"simsvc.simulator", "simsvc.model", "simsvc.env", "numba"} & set(loaded), loaded  # ... no simulator
+
+
+def _imports(package: str) -> set[tuple[str, str]]:
+    """(module file, imported top-level package of ours) for every import in `package`."""
+    ours = {"actor", "learner", "simsvc", "common", "launch"}
+    found = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+            found |= {(str(path.relative_to(ROOT)), n.split(".")[0]) for n in names if n.split(".")[0] in ours}
+    return found
+
+
+@pytest.mark.parametrize("package, allowed", [
+    ("common", {"common"}), ("simsvc", {"simsvc", "common"}), ("actor", {"actor", "simsvc", "common"}),
+    ("learner", {"learner", "common"}),
+])
+def test_packages_import_only_what_the_layering_allows(package, allowed):
+    wrong = sorted((f, p) for f, p in _imports(package) if p not in allowed)
+    assert not wrong, wrong
