@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 from proc_helpers import alive, kill_all, wait_gone
 
+from common.errors import InputError
 from launch.cli import main
 from launch.report import write_report
 from launch.report_stats import mean_interval, t_critical
@@ -26,7 +27,7 @@ from launch.run_state import FINISHED, RUN_SPEC, last_env_steps
 from launch.scheduler import RunningTask, Task, estimate_left_s, format_duration, time_left_s
 from launch.study_archive import compact_metrics
 from launch.study_results import Group, RunResult
-from launch.study_spec import load_study, override_tag
+from launch.study_spec import load_study, override_tag, run_id
 from launch.training_curves import learning_facts
 
 pytestmark = pytest.mark.timeout(150)
@@ -217,6 +218,35 @@ def test_study_configs_expand_to_the_planned_grids(tmp_path):
                                        "--out", str(tmp_path / "p"), "--dry-run"])
     assert result.exit_code == 0, result.output
     assert result.output.count("     new  powernet train") == 21 and not (tmp_path / "p").exists()
+
+
+def test_study_systems_are_shipped_names_or_system_files(tmp_path):
+    system = tmp_path / "my-grid.toml"
+    shutil.copy(REPO / "simsvc" / "systems" / "microgrid-6.toml", system)
+    (tmp_path / "ia2c.toml").write_text(f'[model]\nalgorithm = "ia2c"\n[env]\nsystem = "{system}"\n')
+    config = tmp_path / "study.toml"
+
+    def study_of(systems: str) -> str:
+        return (f'[study]\nalgorithms = ["ia2c"]\nsystems = {systems}\nseeds = [0]\nsteps = 100\n'
+                f'config = "{tmp_path}/{{algorithm}}.toml"\n')
+
+    config.write_text(study_of(f'["{system}"]'))
+    assert [r.system for r in load_study(config).runs] == [str(system)]
+    config.write_text(study_of('["microgrid-7"]'))
+    with pytest.raises(InputError, match="study.systems: unknown system 'microgrid-7'"):
+        load_study(config)
+    config.write_text(study_of(f'["{tmp_path / "missing.toml"}"]'))
+    with pytest.raises(InputError, match="study.systems: system file not found"):
+        load_study(config)
+
+
+def test_run_ids_name_the_committed_archives_runs():
+    """--restore matches an archive's runs by directory name: the ids a study gives its runs must not drift."""
+    specs = sorted((REPO / "results").glob(f"*/study/runs/*/{RUN_SPEC}"))
+    assert specs
+    for path in specs:
+        spec = json.loads(path.read_text())
+        assert run_id(spec["algorithm"], spec["system"], spec["tag"], spec["seed"]) == path.parent.name
 
 
 def test_t_interval_matches_scipy():
