@@ -1,5 +1,5 @@
 """TensorBoard scalars shared by the local trainer and the learner service: one metrics.csv row becomes
-one scalar per column, under the group architecture.md names (charts/, losses/, system/)."""
+one scalar per column, grouped as charts/, losses/ and system/ (docs/architecture.md#run-directory)."""
 
 from __future__ import annotations
 

@@ -4,8 +4,8 @@ every diagnostic, TensorBoard, the log line, checkpoints and resume.
 `--mode local` feeds it windows from its own collector; the learner service feeds it the rollouts its
 actors sent (sync: one per actor of the current version; async: a lag-bounded batch). Both hand over the
 batch, the per-window summaries the actors send as rollout meta (`actor.rollout.window_meta`) and the
-batch's policy lags, so a local run and a sync run write the same rows. See docs/architecture.md
-("Checkpoints") for the payload.
+batch's policy lags, so a local run and a sync run write the same rows. See docs/architecture.md#checkpoints for the
+payload.
 """
 
 from __future__ import annotations

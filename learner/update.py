@@ -1,7 +1,7 @@
 """The learner's update as a pure function of (model, optimiser, batch, config): the reference trainer and
 the distributed learner call exactly this, so they cannot drift apart.
 
-Per agent i (algorithms.md): L_i = -mean_t(log pi_i(a) A_i) + c_v mean_t (R_i - V_i)^2 - c_e mean_t H(pi_i);
+Per agent i (docs/algorithms.md#loss): L_i = -mean_t(log pi_i(a) A_i) + c_v mean_t (R_i - V_i)^2 - c_e mean_t H(pi_i);
 the total is the sum over agents (train.loss_reduction = mean divides by N). With train.loss = ppo the policy
 term is PPO's clipped surrogate and the batch is used for train.ppo_epochs steps. Async mode's a2c update
 (`off_policy`) replaces the returns and advantages by V-trace targets computed inside the loss.

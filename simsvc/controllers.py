@@ -1,4 +1,4 @@
-"""Conventional controllers to compare the agents with, usable as policies (pgsim.md §5).
+"""Conventional controllers to compare the agents with, usable as policies (docs/pgsim.md#conventional-controllers).
 
 A controller maps the DG voltages measured at the end of a control step to the set-points held during
 the next one (zero-order hold, like the agents): `setpoints(v_pu [E, N], vn_v [E, N]) -> vn_v [E, N]`.

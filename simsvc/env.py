@@ -1,4 +1,4 @@
-"""PGSim as a multi-agent environment: one agent per DG, secondary voltage set-points as actions (pgsim.md §7).
+"""PGSim as a multi-agent environment: one agent per DG, secondary voltage set-points as actions (docs/mdp.md).
 
 `VecMicrogridEnv` steps E copies of a system in one call (one Numba call per control step for all of
 them) and resets each copy automatically when its episode ends; `MicrogridEnv` is the single-copy view.
@@ -6,8 +6,8 @@ With ``defer_reset=True`` the automatic reset waits: a step that ends episodes r
 observations, and `finish_resets()` later runs the new episodes' warm-up and returns their first
 observations. The episodes are bit-identical either way; deferring lets a caller run the warm-up (which
 needs no actions) while something else happens, e.g. while a learner updates on the rollout just sent.
-Observations are per-unit-free normalised measurements, rewards the raw per-agent rewards of the spec:
-spatial mixing and reward scaling belong to the learner.
+Observations are per-unit-free normalised measurements, rewards the raw per-agent rewards
+(docs/mdp.md#rewards): spatial mixing and reward scaling belong to the learner.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ NOISE_STREAM = 1  # spawn key of the measurement-noise generator, apart from the
 
 
 def voltage_reward(v_pu: np.ndarray) -> np.ndarray:
-    """Per-agent reward of one control step (pgsim §7): 0.05 − |1 − v| in band, −10 far out, −|1 − v| else."""
+    """Per-agent reward of one control step: 0.05 − |1 − v| in band, −10 far out, −|1 − v| else
+    (docs/mdp.md#rewards)."""
     dev = np.abs(1.0 - v_pu)
     reward = -dev
     reward = np.where((v_pu >= 0.95) & (v_pu <= 1.05), 0.05 - dev, reward)

@@ -1,4 +1,5 @@
-"""Per-episode voltage-control metrics of the evaluation protocol (pgsim.md §7, results.md)."""
+"""Per-episode voltage-control metrics of the evaluation protocol (docs/mdp.md#metrics and
+docs/evaluation.md#metrics-reported)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""PGSim's equations and their Numba-compiled integrator (pgsim.md §1–§4).
+"""PGSim's equations and their Numba-compiled integrator (docs/pgsim.md: DG model, network, secondary
+frequency control, numerics).
 
 Why the bus voltages are eliminated
 -----------------------------------

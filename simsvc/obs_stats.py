@@ -1,4 +1,4 @@
-"""Fixed observation statistics of a system, from droop-only episodes (pgsim.md §7).
+"""Fixed observation statistics of a system, from droop-only episodes (docs/pgsim.md#observation-statistics).
 
 The agents see (measurement − mean) / std per observation channel, pooled over DGs. The numbers are
 stored in each system file's [obs_norm] table; `python -m simsvc.obs_stats microgrid-6` recomputes them.

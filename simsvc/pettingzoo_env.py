@@ -2,13 +2,13 @@
 
 `MicrogridParallelEnv` is a thin view over `simsvc.env.MicrogridEnv`: the physics, seeding, rewards and
 action validation are that class's; this module only translates between arrays indexed by DG and the
-dicts keyed by agent name (`dg_1` .. `dg_N`) that PettingZoo expects, and maps the spec's episode ends to
+dicts keyed by agent name (`dg_1` .. `dg_N`) that PettingZoo expects, and maps the episode ends (docs/mdp.md) to
 PettingZoo's two flags: reaching the fixed horizon T is a *truncation* (the task has no natural end, the
 clock ran out), a diverged simulation a *termination*. All agents act and finish together, so after the
 step that ends an episode `agents` is empty until the next `reset`.
 
 Seeds: `reset(seed=s)` runs the episode of seed `s`; `reset()` without a seed runs the next one (s+1, s+2,
-...; 0 first), the spec's sequence of training episodes.
+...; 0 first), the sequence of training episodes (docs/mdp.md#seeds).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class MicrogridParallelEnv(ParallelEnv[AgentID, np.ndarray, Any]):
 
     # -- spaces ---------------------------------------------------------------------------------------
     def observation_space(self, agent: AgentID) -> gymnasium.spaces.Space:
-        """The 9 normalised measurements of one DG (pgsim §7)."""
+        """The 9 normalised measurements of one DG (docs/mdp.md#observations)."""
         return self.observation_spaces[agent]
 
     def action_space(self, agent: AgentID) -> gymnasium.spaces.Space:

@@ -30,7 +30,8 @@ class Measurements:
 
 
 def secondary_frequency_matrices(system: System) -> tuple[np.ndarray, np.ndarray]:
-    """(K, a·G) of the secondary frequency law dw/dt = −K(w − ω_nom) + a·G·(m_P∘P), K = a·(Lap + G) (pgsim §4).
+    """(K, a·G) of the secondary frequency law dw/dt = −K(w − ω_nom) + a·G·(m_P∘P), K = a·(Lap + G)
+    (docs/pgsim.md#secondary-frequency-control).
 
     Lap is the Laplacian of the weighted agent graph (edge_weight × adjacency); G pins DG 1. Zero matrices
     when the system has no secondary frequency control.

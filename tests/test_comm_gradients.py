@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from toy_env import toy_adjacency
+
 from common.config import ModelConfig, TrainConfig
 from common.nets import AgentState, build_model, hop_distances
 from learner.update import Batch, agent_losses

@@ -1,4 +1,4 @@
-"""Behaviour of the environment API (pgsim §7): seeding, vectorisation, auto-reset, action checks,
+"""Behaviour of the environment API (docs/mdp.md): seeding, vectorisation, auto-reset, action checks,
 smoothing, disturbances, reward, noise, agent graph and numerical robustness. Deterministic and fast."""
 
 from __future__ import annotations

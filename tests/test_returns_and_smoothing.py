@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from toy_env import VecToyGraphEnv
+
 from learner.returns import gae, learning_rewards, nstep_returns, targets
 
 HOPS = torch.tensor([[0, 1, 2], [1, 0, 1], [2, 1, 0]])  # chain 0 - 1 - 2
