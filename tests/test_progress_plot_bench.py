@@ -17,7 +17,7 @@ from launch.progress import MetricsTail, Progress
 
 pytestmark = pytest.mark.timeout(180)
 
-TINY = ["-c", "configs/powernet_mg6.toml", "--steps", "200", "--set", "train.log_every=2",
+TINY = ["-c", "configs/powernet.toml", "--steps", "200", "--set", "train.log_every=2",
         "--set", "train.checkpoint_every=100"]
 
 
