@@ -200,25 +200,32 @@ class _AsyncLink:
         self.sub.close(linger=0)
 
 
-def run_actor(cfg: Config, learner: str, actor_id: int, run_id: str, log: logging.Logger,
-              timeout_s: float = 15.0, max_msg_bytes: int = 64 << 20, max_rollouts: int | None = None,
-              security: ClientSecurity | None = None) -> int:
-    """Serve as actor `actor_id` until the learner says stop (return 0); raise LearnerGone if it vanishes."""
+def _acting_setup(cfg: Config, actor_id: int) -> tuple[RolloutCollector, StageTimer, int]:
+    """Actor `actor_id`'s envs, policy copy and seeded collector (seeded as env group k of the local trainer),
+    with per-stage timers on its simulation and inference; returns (collector, timers, seed)."""
     torch.set_num_threads(1)
-    tc, E = cfg.train, cfg.dist.envs_per_actor
-    seed = group_seed(tc.seed, actor_id)
+    seed = group_seed(cfg.train.seed, actor_id)
     sampler = seed_everything(seed)
-    env = make_vec_env(cfg.env, E, defer_reset=True)  # next episodes' warm-up runs while the learner updates
+    env = make_vec_env(cfg.env, cfg.dist.envs_per_actor, defer_reset=True)  # warm-ups run while the learner updates
     model = build_model(cfg.model, env.adjacency, env.obs_dim, env.n_actions)
     model.eval()
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    collector = RolloutCollector(env, model, tc.n_steps, sampler)
+    collector = RolloutCollector(env, model, cfg.train.n_steps, sampler)
     collector.reset(seed)
     timers = StageTimer()  # per-stage seconds, sent as t_* in each rollout's meta
     timers.wrap(env, "step", "simulate")
     if getattr(env, "defer_reset", False):
         timers.wrap(env, "finish_resets", "simulate")
     timers.wrap(collector, "_act", "infer")
+    return collector, timers, seed
+
+
+def run_actor(cfg: Config, learner: str, actor_id: int, run_id: str, log: logging.Logger,
+              timeout_s: float = 15.0, max_msg_bytes: int = 64 << 20, max_rollouts: int | None = None,
+              security: ClientSecurity | None = None) -> int:
+    """Serve as actor `actor_id` until the learner says stop (return 0); raise LearnerGone if it vanishes."""
+    collector, timers, seed = _acting_setup(cfg, actor_id)
+    model, sampler, E = collector.model, collector.sampler, cfg.dist.envs_per_actor
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     sender = f"actor-{actor_id}"
     ctx = zmq.Context()
     control = _Control(ctx, learner, run_id, sender, timeout_s, log, max_msg_bytes, security)

@@ -85,6 +85,63 @@ def _stop(procs: list[subprocess.Popen], grace_s: float = 3.0) -> None:
             p.wait()
 
 
+class _Children:
+    """The supervisor's child processes, each with its raw output in RUN/logs/NAME.out; dead actors are
+    restarted (up to MAX_RESTARTS times each) with their exit status and last log lines logged."""
+
+    def __init__(self, logs: Path, log: logging.Logger) -> None:
+        self.logs, self.log = logs, log
+        self.procs: list[subprocess.Popen] = []
+        self.actors: dict[int, subprocess.Popen] = {}
+        self.restarts: dict[int, int] = {}
+        self._env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+    def spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+        with (self.logs / f"{name}.out").open("ab") as fh:
+            proc = subprocess.Popen([sys.executable, "-m", "launch", *args], stdout=fh, stderr=subprocess.STDOUT,
+                                    env=self._env, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def start_actor(self, k: int, args: list[str]) -> None:
+        self.actors[k] = self.spawn(f"actor-{k}", args)
+        self.log.info("actor %d started (pid %d)", k, self.actors[k].pid)
+
+    def restart_dead_actors(self, actor_args: Callable[[int], list[str]]) -> None:
+        for k, p in list(self.actors.items()):
+            rc = p.poll()
+            if rc is None or rc == 0:
+                continue
+            self.log.warning("actor %d (pid %d) died with %s; last lines of its log:\n%s", k, p.pid, _describe(rc),
+                             _tail(self.logs / f"actor-{k}.log"))
+            self.restarts[k] = self.restarts.get(k, 0) + 1
+            if self.restarts[k] > MAX_RESTARTS:
+                raise TrainingFailed(f"actor {k} died {self.restarts[k]} times; giving up")
+            self.start_actor(k, actor_args(k))
+            self.log.info("restarted actor %d (restart %d)", k, self.restarts[k])
+
+    def wait_actors(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and any(p.poll() is None for p in self.actors.values()):
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        _stop(self.procs)
+        for k, p in sorted(self.actors.items()):
+            self.log.info("actor %d (pid %d) ended with %s", k, p.pid, _describe(p.returncode))
+
+
+def _wait_for_endpoints(learner: subprocess.Popen, endpoints: Path, logs: Path, timeout_s: float) -> str:
+    """The learner's control endpoint, once it has bound its sockets and written RUN/endpoints.json."""
+    deadline = time.monotonic() + timeout_s
+    while not endpoints.exists():
+        if learner.poll() is not None or time.monotonic() > deadline:
+            raise TrainingFailed(f"learner did not start ({_describe(learner.poll() or 0)}):\n"
+                                 f"{_tail(logs / 'learner.out')}")
+        time.sleep(0.05)
+    return str(json.loads(endpoints.read_text())["control"])
+
+
 def run_distributed(cfg: Config, out_dir: str | Path, echo: bool = False, actor_timeout_s: float = 15.0,
                     start_timeout_s: float = 120.0, resume: bool = False,
                     progress: Callable[[dict[str, str]], None] | None = None) -> dict[str, Any]:
@@ -103,70 +160,35 @@ def run_distributed(cfg: Config, out_dir: str | Path, echo: bool = False, actor_
     run_id = f"{out.name or 'run'}-{secrets.token_hex(4)}"
     endpoints = out / "endpoints.json"
     endpoints.unlink(missing_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    base = [sys.executable, "-m", "launch"]
-
-    def spawn(name: str, args: list[str]) -> subprocess.Popen:
-        with (logs / f"{name}.out").open("ab") as fh:
-            return subprocess.Popen(base + args, stdout=fh, stderr=subprocess.STDOUT, env=env,
-                                    start_new_session=True)
-
-    procs: list[subprocess.Popen] = []
-    actors: dict[int, subprocess.Popen] = {}
-    restarts = dict.fromkeys(range(cfg.dist.actors), 0)
+    children = _Children(logs, log)
     try:
-        learner = spawn("learner", ["learner", "-c", str(cfg_path), "--out", str(out), "--run-id", run_id,
-                                    "--free-ports", "--watch-parent"] + ["--resume"] * resume)
-        procs.append(learner)
-        deadline = time.monotonic() + start_timeout_s
-        while not endpoints.exists():
-            if learner.poll() is not None or time.monotonic() > deadline:
-                raise TrainingFailed(f"learner did not start ({_describe(learner.poll() or 0)}):\n"
-                                     f"{_tail(logs / 'learner.out')}")
-            time.sleep(0.05)
-        control = json.loads(endpoints.read_text())["control"]
+        learner = children.spawn("learner", ["learner", "-c", str(cfg_path), "--out", str(out), "--run-id", run_id,
+                                             "--free-ports", "--watch-parent"] + ["--resume"] * resume)
+        control = _wait_for_endpoints(learner, endpoints, logs, start_timeout_s)
         log.info("run %s: learner pid %d at %s; starting %d actors", run_id, learner.pid, control,
                  cfg.dist.actors)
 
-        def start_actor(k: int) -> None:
-            actors[k] = spawn(f"actor-{k}", ["actor", "--learner", control, "--id", str(k), "-c", str(cfg_path),
-                                             "--run-id", run_id, "--out", str(out),
-                                             "--timeout", str(actor_timeout_s)])
-            procs.append(actors[k])
-            log.info("actor %d started (pid %d)", k, actors[k].pid)
+        def actor_args(k: int) -> list[str]:
+            return ["actor", "--learner", control, "--id", str(k), "-c", str(cfg_path), "--run-id", run_id,
+                    "--out", str(out), "--timeout", str(actor_timeout_s)]
 
         for k in range(cfg.dist.actors):
-            start_actor(k)
+            children.start_actor(k, actor_args(k))
         tail = MetricsTail(out / "metrics.csv")
 
         def feed() -> None:
             for row in tail.read() if progress is not None else ():
                 progress(row)
 
-        while True:
+        while (rc := learner.poll()) is None:
             feed()
-            rc = learner.poll()
-            if rc is not None:
-                if rc != 0:
-                    raise TrainingFailed(f"learner failed with {_describe(rc)}; last lines of its log:\n"
-                                         f"{_tail(logs / 'learner.log')}\n{_tail(logs / 'learner.out')}")
-                break
-            for k, p in list(actors.items()):
-                arc = p.poll()
-                if arc is None or arc == 0:
-                    continue
-                log.warning("actor %d (pid %d) died with %s; last lines of its log:\n%s", k, p.pid,
-                            _describe(arc), _tail(logs / f"actor-{k}.log"))
-                if restarts[k] >= MAX_RESTARTS:
-                    raise TrainingFailed(f"actor {k} died {restarts[k] + 1} times; giving up")
-                restarts[k] += 1
-                start_actor(k)
-                log.info("restarted actor %d (restart %d)", k, restarts[k])
+            children.restart_dead_actors(actor_args)
             time.sleep(0.1)
+        if rc != 0:
+            raise TrainingFailed(f"learner failed with {_describe(rc)}; last lines of its log:\n"
+                                 f"{_tail(logs / 'learner.log')}\n{_tail(logs / 'learner.out')}")
         feed()
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline and any(p.poll() is None for p in actors.values()):
-            time.sleep(0.05)
+        children.wait_actors(5.0)
         summary = json.loads((out / "learner_stats.json").read_text())
         log.info("finished: %s", summary)
         return summary
@@ -174,9 +196,7 @@ def run_distributed(cfg: Config, out_dir: str | Path, echo: bool = False, actor_
         log.warning("interrupted: stopping every process")
         raise
     finally:
-        _stop(procs)
-        for k, p in sorted(actors.items()):
-            log.info("actor %d (pid %d) ended with %s", k, p.pid, _describe(p.returncode))
+        children.stop()
         endpoints.unlink(missing_ok=True)
 
 

@@ -32,20 +32,22 @@ class Batch(NamedTuple):
     state0: AgentState
 
 
+def _on_device(model: GraphActorCritic, rollout: Rollout, cfg: TrainConfig) -> tuple[dict[str, torch.Tensor],
+                                                                                 torch.Tensor, AgentState]:
+    """The rollout's arrays as tensors on the model's device, its learning rewards (spatially discounted,
+    scaled, clipped) and the recurrent state before its first step."""
+    device = model.hop_distance.device
+    x = {name: torch.from_numpy(value).to(device) for name, value in rollout.arrays().items()}
+    rewards = R.learning_rewards(x["rewards"], model.hop_distance, cfg.spatial_discount, cfg.reward_norm,
+                                 reward_clip(cfg))
+    return x, rewards, AgentState(x["h0"], x["c0"], x["fp0"])
+
+
 def prepare(model: GraphActorCritic, rollout: Rollout, cfg: TrainConfig) -> Batch:
     """Move a rollout to the model's device and compute its returns and advantages (no gradient)."""
-    device = model.hop_distance.device
-
-    def t(x):
-        return torch.from_numpy(x).to(device)
-
-    rewards = R.learning_rewards(t(rollout.rewards), model.hop_distance, cfg.spatial_discount,
-                                 cfg.reward_norm, reward_clip(cfg))
-    returns, advantages = R.targets(rewards, t(rollout.values), t(rollout.dones), t(rollout.bootstrap),
-                                    cfg.gamma, gae_lambda(cfg))
-    state0 = AgentState(t(rollout.h0), t(rollout.c0), t(rollout.fp0))
-    return Batch(t(rollout.obs), t(rollout.actions), t(rollout.starts), t(rollout.logp), returns, advantages,
-                 state0)
+    x, rewards, state0 = _on_device(model, rollout, cfg)
+    returns, advantages = R.targets(rewards, x["values"], x["dones"], x["bootstrap"], cfg.gamma, gae_lambda(cfg))
+    return Batch(x["obs"], x["actions"], x["starts"], x["logp"], returns, advantages, state0)
 
 
 def agent_losses(model: GraphActorCritic, batch: Batch, cfg: TrainConfig) -> dict[str, torch.Tensor]:
@@ -89,16 +91,9 @@ class OffPolicyBatch(NamedTuple):
 
 def prepare_off_policy(model: GraphActorCritic, rollout: Rollout, cfg: TrainConfig) -> OffPolicyBatch:
     """Move a rollout to the model's device and compute its learning rewards (targets come later)."""
-    device = model.hop_distance.device
-
-    def t(x):
-        return torch.from_numpy(x).to(device)
-
-    rewards = R.learning_rewards(t(rollout.rewards), model.hop_distance, cfg.spatial_discount,
-                                 cfg.reward_norm, reward_clip(cfg))
-    return OffPolicyBatch(t(rollout.obs), t(rollout.actions), t(rollout.starts), t(rollout.logp), rewards,
-                          t(rollout.dones), t(rollout.bootstrap),
-                          AgentState(t(rollout.h0), t(rollout.c0), t(rollout.fp0)))
+    x, rewards, state0 = _on_device(model, rollout, cfg)
+    return OffPolicyBatch(x["obs"], x["actions"], x["starts"], x["logp"], rewards, x["dones"], x["bootstrap"],
+                          state0)
 
 
 def vtrace_losses(model: GraphActorCritic, batch: OffPolicyBatch, cfg: TrainConfig) -> dict[str, torch.Tensor]:
