@@ -8,6 +8,7 @@ the file and the bad entry, e.g. `microgrid-6.toml: line[3].to_bus: unknown bus 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,15 +171,18 @@ class _Reader:
                 raise self.fail(f"{where}.{key}" if where else key, "unknown key")
 
 
+_TOP_LEVEL_KEYS = {"name", "frequency_hz", "v_nom_v", "dg_model", "start", "integration", "control", "episode",
+                   "secondary_frequency", "secondary_voltage", "dg_defaults", "bus", "dg", "line", "load", "agents",
+                   "inner_loop", "filter", "obs_norm"}
+BusLookup = Callable[[dict, str, str], int]
+
+
 def load_system(name_or_path: str | Path) -> System:
     """Load and validate a system file; see the module docstring."""
     path = resolve_system_path(name_or_path)
     rd = _Reader(path)
     doc = read_toml(path, "system file")
-    rd.check_keys(doc, {"name", "frequency_hz", "v_nom_v", "dg_model", "start", "integration", "control",
-                        "episode", "secondary_frequency", "secondary_voltage", "dg_defaults", "bus", "dg",
-                        "line", "load", "agents", "inner_loop", "filter", "obs_norm"}, "")
-
+    rd.check_keys(doc, _TOP_LEVEL_KEYS, "")
     name = rd.string(doc, "name", "")
     freq = rd.number(doc, "frequency_hz", "", positive=True)
     v_nom = rd.number(doc, "v_nom_v", "", positive=True)
@@ -186,35 +190,77 @@ def load_system(name_or_path: str | Path) -> System:
     start = rd.string(doc, "start", "", ("rest",), default="rest")
     omega_nom = 2.0 * math.pi * freq
 
+    steps_and_setpoints = _read_steps_and_setpoints(rd, doc)
+    episode = _read_episode(rd, doc)
+    bus_names = _read_buses(rd, doc)
+    bus_of = _bus_lookup(rd, bus_names)
+    dg_bus, dg_params = _read_dgs(rd, doc, bus_of)
+    line_buses, line_r, line_l = _read_branches(rd, doc, "line", ("from_bus", "to_bus"), bus_of, omega_nom)
+    load_buses, load_r, load_l = _read_branches(rd, doc, "load", ("bus",), bus_of, omega_nom)
+    adjacency = _read_agent_graph(rd, doc, len(dg_bus))
+    tuning = _read_controller_tuning(rd, doc, len(dg_bus))
+    obs_mean, obs_std = _read_observation_stats(rd, doc)
+
+    system = System(
+        name=name, path=path, frequency_hz=freq, v_nom_v=v_nom, dg_model=dg_model, start=start,
+        **steps_and_setpoints, **episode, bus_names=bus_names, dg_bus=dg_bus, dg_params=dg_params,
+        line_from=line_buses[0], line_to=line_buses[1], line_r_ohm=line_r, line_l_h=line_l,
+        load_bus=load_buses[0], load_r_ohm=load_r, load_l_h=load_l,
+        agent_adjacency=adjacency, **tuning, obs_mean=obs_mean, obs_std=obs_std,
+    )
+    _check_connected(system, rd)
+    return system
+
+
+def _int_at_least(rd: _Reader, value: Any, where: str, minimum: int, expected: str) -> int:
+    """value if it is an integer (not a bool) >= minimum, else an InputError at where."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise rd.fail(where, f"expected {expected}, got {value!r}")
+    return value
+
+
+def _read_steps_and_setpoints(rd: _Reader, doc: dict) -> dict[str, Any]:
+    """[integration] step sizes and [control]: control step, set-point range and number of actions."""
     integ = rd.table(doc, "integration")
     rd.check_keys(integ, {"dt_reduced_s", "dt_full_s"}, "integration")
     control = rd.table(doc, "control")
     rd.check_keys(control, {"control_dt_s", "setpoint_min_v", "setpoint_max_v", "n_actions"}, "control")
-    n_actions = control.get("n_actions", 10)
-    if not isinstance(n_actions, int) or isinstance(n_actions, bool) or n_actions < 2:
-        raise rd.fail("control.n_actions", f"expected an integer >= 2, got {n_actions!r}")
+    n_actions = _int_at_least(rd, control.get("n_actions", 10), "control.n_actions", 2, "an integer >= 2")
     sp_min = rd.number(control, "setpoint_min_v", "control", positive=True)
     sp_max = rd.number(control, "setpoint_max_v", "control", positive=True)
     if sp_max <= sp_min:
         raise rd.fail("control.setpoint_max_v", "must exceed setpoint_min_v")
+    return {"dt_reduced_s": rd.number(integ, "dt_reduced_s", "integration", positive=True),
+            "dt_full_s": rd.number(integ, "dt_full_s", "integration", positive=True),
+            "control_dt_s": rd.number(control, "control_dt_s", "control", positive=True),
+            "setpoint_min_v": sp_min, "setpoint_max_v": sp_max, "n_actions": n_actions}
 
+
+def _read_episode(rd: _Reader, doc: dict) -> dict[str, Any]:
+    """The optional [episode]: warm-up seconds and control steps (both None for a system without one)."""
     episode = rd.table(doc, "episode", required=False)
     rd.check_keys(episode, {"warmup_s", "steps"}, "episode")
-    warmup_s = steps = None
-    if episode:
-        warmup_s = rd.number(episode, "warmup_s", "episode")
-        steps = episode.get("steps")
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-            raise rd.fail("episode.steps", f"expected a positive integer, got {steps!r}")
+    if not episode:
+        return {"warmup_s": None, "episode_steps": None}
+    warmup_s = rd.number(episode, "warmup_s", "episode")
+    steps = _int_at_least(rd, episode.get("steps"), "episode.steps", 1, "a positive integer")
+    return {"warmup_s": warmup_s, "episode_steps": steps}
 
-    buses = rd.rows(doc, "bus")
+
+def _read_buses(rd: _Reader, doc: dict) -> tuple[str, ...]:
+    """Bus names from [[bus]], in file order, each once."""
     bus_names: list[str] = []
-    for k, row in enumerate(buses):
+    for k, row in enumerate(rd.rows(doc, "bus")):
         rd.check_keys(row, {"name", "ieee34_node"}, f"bus[{k}]")
         bname = rd.string(row, "name", f"bus[{k}]")
         if bname in bus_names:
             raise rd.fail(f"bus[{k}].name", f"duplicate bus '{bname}'")
         bus_names.append(bname)
+    return tuple(bus_names)
+
+
+def _bus_lookup(rd: _Reader, bus_names: tuple[str, ...]) -> BusLookup:
+    """bus_of(row, key, where): the index of the bus a row names under key, or an InputError at where.key."""
     bus_index = {b: k for k, b in enumerate(bus_names)}
 
     def bus_of(row: dict, key: str, where: str) -> int:
@@ -223,6 +269,11 @@ def load_system(name_or_path: str | Path) -> System:
             raise rd.fail(f"{where}.{key}", f"unknown bus '{bname}'")
         return bus_index[bname]
 
+    return bus_of
+
+
+def _read_dgs(rd: _Reader, doc: dict, bus_of: BusLookup) -> tuple[np.ndarray, np.ndarray]:
+    """(dg_bus, dg_params) from [[dg]] rows, filled in from [dg_defaults], [inner_loop.<kind>] and [filter]."""
     defaults = rd.table(doc, "dg_defaults")
     rd.check_keys(defaults, {"omega_c_rad_s", "r_c_ohm", "l_c_h"}, "dg_defaults")
     inner = rd.table(doc, "inner_loop")
@@ -257,28 +308,31 @@ def load_system(name_or_path: str | Path) -> System:
         for gain in ("k_pv", "k_iv", "k_pc", "k_ic"):
             values[gain] = rd.number(gains, gain, f"inner_loop.{kind}", positive=True)
         dg_params[k] = [values[c] for c in DG_COLUMNS]
+    return dg_bus, dg_params
 
-    def branches(key: str, ends: tuple[str, ...]) -> tuple[list[list[int]], np.ndarray, np.ndarray]:
-        rows = rd.rows(doc, key)
-        idx: list[list[int]] = []
-        r = np.zeros(len(rows))
-        ell = np.zeros(len(rows))
-        for k, row in enumerate(rows):
-            where = f"{key}[{k}]"
-            rd.check_keys(row, set(ends) | {"r_ohm", "x_ohm"}, where)
-            idx.append([bus_of(row, e, where) for e in ends])
-            r[k] = rd.number(row, "r_ohm", where, positive=True)
-            ell[k] = rd.number(row, "x_ohm", where, positive=True) / omega_nom
-            if len(ends) == 2 and idx[-1][0] == idx[-1][1]:
-                raise rd.fail(where, "a line must join two different buses")
-        return idx, r, ell
 
-    line_idx, line_r, line_l = branches("line", ("from_bus", "to_bus"))
-    load_idx, load_r, load_l = branches("load", ("bus",))
+def _read_branches(rd: _Reader, doc: dict, key: str, ends: tuple[str, ...], bus_of: BusLookup,
+                   omega_nom: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(bus indices [len(ends), rows], R in Ω, L in H) of the [[line]] or [[load]] rows; X becomes L at ω_nom."""
+    rows = rd.rows(doc, key)
+    buses = np.zeros((len(ends), len(rows)), dtype=np.int64)
+    r = np.zeros(len(rows))
+    ell = np.zeros(len(rows))
+    for k, row in enumerate(rows):
+        where = f"{key}[{k}]"
+        rd.check_keys(row, set(ends) | {"r_ohm", "x_ohm"}, where)
+        buses[:, k] = [bus_of(row, e, where) for e in ends]
+        r[k] = rd.number(row, "r_ohm", where, positive=True)
+        ell[k] = rd.number(row, "x_ohm", where, positive=True) / omega_nom
+        if len(ends) == 2 and buses[0, k] == buses[1, k]:
+            raise rd.fail(where, "a line must join two different buses")
+    return buses, r, ell
 
+
+def _read_agent_graph(rd: _Reader, doc: dict, n_dg: int) -> np.ndarray:
+    """Symmetric boolean adjacency of the agents from [agents] edges (1-based DG pairs)."""
     agents = rd.table(doc, "agents")
     rd.check_keys(agents, {"edges"}, "agents")
-    n_dg = len(dg_rows)
     adjacency = np.zeros((n_dg, n_dg), dtype=bool)
     edges = agents.get("edges")
     if not isinstance(edges, list):
@@ -289,7 +343,11 @@ def load_system(name_or_path: str | Path) -> System:
         if not ok:
             raise rd.fail(f"agents.edges[{k}]", f"expected two different DG numbers in 1..{n_dg}, got {edge!r}")
         adjacency[edge[0] - 1, edge[1] - 1] = adjacency[edge[1] - 1, edge[0] - 1] = True
+    return adjacency
 
+
+def _read_controller_tuning(rd: _Reader, doc: dict, n_dg: int) -> dict[str, Any]:
+    """The System fields of [secondary_frequency] and [secondary_voltage] (pinned DGs 0-based)."""
     sec_f = rd.table(doc, "secondary_frequency")
     rd.check_keys(sec_f, {"enabled", "gain", "edge_weight", "t_on_s"}, "secondary_frequency")
     if not isinstance(sec_f.get("enabled"), bool):
@@ -299,45 +357,30 @@ def load_system(name_or_path: str | Path) -> System:
     pinned = sec_v.get("pinned", [1])
     if not isinstance(pinned, list) or not all(isinstance(p, int) and 1 <= p <= n_dg for p in pinned):
         raise rd.fail("secondary_voltage.pinned", f"expected a list of DG numbers in 1..{n_dg}")
+    return {"sec_f_enabled": sec_f["enabled"],
+            "sec_f_gain": rd.number(sec_f, "gain", "secondary_frequency"),
+            "sec_f_edge_weight": rd.number(sec_f, "edge_weight", "secondary_frequency"),
+            "sec_f_t_on_s": rd.number(sec_f, "t_on_s", "secondary_frequency"),
+            "sec_v_gain_per_s": rd.number(sec_v, "gain_per_s", "secondary_voltage", positive=True),
+            "sec_v_pinned": np.array([p - 1 for p in pinned], dtype=np.int64)}
 
+
+def _read_observation_stats(rd: _Reader, doc: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) of the 9 observations from the optional [obs_norm]; zeros and ones without it."""
     obs_norm = rd.table(doc, "obs_norm", required=False)
     rd.check_keys(obs_norm, {"mean", "std"}, "obs_norm")
-    obs_mean, obs_std = np.zeros(9), np.ones(9)
-    if obs_norm:
-        for key in ("mean", "std"):
-            vec = obs_norm.get(key)
-            if (not isinstance(vec, list) or len(vec) != 9
-                    or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in vec)):
-                raise rd.fail(f"obs_norm.{key}", "expected 9 finite numbers")
-        obs_mean = np.asarray(obs_norm["mean"], dtype=np.float64)
-        obs_std = np.asarray(obs_norm["std"], dtype=np.float64)
-        if np.any(obs_std <= 0):
-            raise rd.fail("obs_norm.std", "every entry must be > 0")
-
-    system = System(
-        name=name, path=path, frequency_hz=freq, v_nom_v=v_nom, dg_model=dg_model, start=start,
-        dt_reduced_s=rd.number(integ, "dt_reduced_s", "integration", positive=True),
-        dt_full_s=rd.number(integ, "dt_full_s", "integration", positive=True),
-        control_dt_s=rd.number(control, "control_dt_s", "control", positive=True),
-        setpoint_min_v=sp_min, setpoint_max_v=sp_max, n_actions=n_actions,
-        warmup_s=warmup_s, episode_steps=steps, bus_names=tuple(bus_names),
-        dg_bus=dg_bus, dg_params=dg_params,
-        line_from=np.array([i[0] for i in line_idx], dtype=np.int64),
-        line_to=np.array([i[1] for i in line_idx], dtype=np.int64),
-        line_r_ohm=line_r, line_l_h=line_l,
-        load_bus=np.array([i[0] for i in load_idx], dtype=np.int64),
-        load_r_ohm=load_r, load_l_h=load_l,
-        agent_adjacency=adjacency,
-        sec_f_enabled=sec_f["enabled"],
-        sec_f_gain=rd.number(sec_f, "gain", "secondary_frequency"),
-        sec_f_edge_weight=rd.number(sec_f, "edge_weight", "secondary_frequency"),
-        sec_f_t_on_s=rd.number(sec_f, "t_on_s", "secondary_frequency"),
-        sec_v_gain_per_s=rd.number(sec_v, "gain_per_s", "secondary_voltage", positive=True),
-        sec_v_pinned=np.array([p - 1 for p in pinned], dtype=np.int64),
-        obs_mean=obs_mean, obs_std=obs_std,
-    )
-    _check_connected(system, rd)
-    return system
+    if not obs_norm:
+        return np.zeros(9), np.ones(9)
+    for key in ("mean", "std"):
+        vec = obs_norm.get(key)
+        if (not isinstance(vec, list) or len(vec) != 9
+                or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in vec)):
+            raise rd.fail(f"obs_norm.{key}", "expected 9 finite numbers")
+    obs_mean = np.asarray(obs_norm["mean"], dtype=np.float64)
+    obs_std = np.asarray(obs_norm["std"], dtype=np.float64)
+    if np.any(obs_std <= 0):
+        raise rd.fail("obs_norm.std", "every entry must be > 0")
+    return obs_mean, obs_std
 
 
 def _check_connected(system: System, rd: _Reader) -> None:
