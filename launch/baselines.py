@@ -17,8 +17,6 @@ def run_baselines(study: Study, out: Path, say: Callable[[str], None]) -> None:
     """The conventional controllers on the evaluation seeds, once per system (skipped when current)."""
     seeds = study.eval_seeds
     for system_name in study.systems:
-        if system_name == "toy-graph":
-            continue  # no physical grid, so no conventional controllers
         for controller in study.controllers:
             target = out / "baselines" / system_name / controller
             existing = read_json(target / "summary.json")

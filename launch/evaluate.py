@@ -15,7 +15,7 @@ from common.config import load_config
 from common.errors import InputError
 from common.nets import GraphActorCritic, build_model
 from launch.eval_protocol import SEED_STRIDE, write_eval_summary
-from learner.checkpoint import load_checkpoint
+from learner.core import read_checkpoint
 from simsvc.metrics import episode_summary
 
 
@@ -59,7 +59,7 @@ def evaluate_run(run_dir: str | Path, episodes: int = 20, seed: int = 2000, chec
     env = make_vec_env(cfg.env, 1, disturbance="episode")
     torch.manual_seed(0)
     model = build_model(cfg.model, env.adjacency, env.obs_dim, env.n_actions)
-    model.load_state_dict(load_checkpoint(ckpt_path)["model"])
+    model.load_state_dict(read_checkpoint(ckpt_path)["model"])
     model.eval()
     out = run / "eval"
     out.mkdir(parents=True, exist_ok=True)

@@ -121,12 +121,19 @@ def plot_run(run_dir: Path, max_traces: int = 4) -> list[Path]:
 
 
 def control_dt_s(cfg_path: Path) -> float:
-    """env.control_dt_s of the run's config (0.05 s, the default, when unreadable)."""
+    """The control interval (s) of the run's system, from its system file (older run configs also carry it
+    as env.control_dt_s); 0.05 s, every shipped system's, when neither can be read."""
     import tomllib
 
+    from common.errors import InputError
+    from simsvc.systems import load_system
+
     try:
-        return float(tomllib.loads(cfg_path.read_text())["env"]["control_dt_s"])
-    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError):
+        env = tomllib.loads(cfg_path.read_text()).get("env", {})
+        if "control_dt_s" in env:
+            return float(env["control_dt_s"])
+        return float(load_system(env.get("system", "microgrid-6")).control_dt_s)
+    except (OSError, tomllib.TOMLDecodeError, InputError, AttributeError, TypeError, ValueError):
         return 0.05
 
 

@@ -8,6 +8,7 @@ archive; the id of a run must therefore stay what it was when the archive was wr
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,6 @@ from launch.eval_protocol import evaluation_seeds
 from simsvc.systems import resolve_system_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHORT_SYSTEM = {"microgrid-6": "mg6", "microgrid-20": "mg20", "toy-graph": "toy"}
 KEY_TAGS = {"train.spatial_discount": "alpha", "env.smoothing_beta": "beta"}
 ALPHA_KEY, BETA_KEY = "train.spatial_discount", "env.smoothing_beta"
 CONTROLLER_CHOICES = ("droop", "secondary", "random")
@@ -35,8 +35,9 @@ STUDY_KEYS: dict[str, tuple[type, Any, bool, str]] = {
     "mode": (str, "local", False, "training mode: local, sync or async"),
     "jobs": (int, 0, False, "runs at a time (0: as many as the machine's cores allow)"),
     "threads": (int, 1, False, "torch/OpenMP threads of each training process"),
-    "config": (str, "configs/{algorithm}_{short}.toml", False,
-               "base config of a run; {algorithm}, {system} and {short} (mg6, mg20, toy) are filled in"),
+    "config": (str, "configs/{algorithm}.toml", False,
+               "base config of a run; {algorithm}, {system} and {short} (e.g. mg6 for microgrid-6) are filled "
+               "in; the run's env.system is always the study's system"),
     "set": (list, [], False, "overrides applied to every run, as `--set` strings"),
     "eval_episodes": (int, 20, False, "greedy evaluation episodes per run"),
     "eval_seed": (int, 2000, False, "first evaluation seed; episode k uses eval_seed + 25 k"),
@@ -58,8 +59,9 @@ class RunSpec:
     base_config: str
 
     def set_args(self, common: Sequence[str]) -> list[str]:
-        """The `--set` strings of this run: the study's common ones, the override set, the seed."""
-        return [*common, *(f"{k}={_toml_value(v)}" for k, v in self.overrides.items()), f"train.seed={self.seed}"]
+        """The `--set` strings of this run: its system, the study's common ones, the override set, the seed."""
+        return [f"env.system={_toml_value(self.system)}", *common,
+                *(f"{k}={_toml_value(v)}" for k, v in self.overrides.items()), f"train.seed={self.seed}"]
 
 
 @dataclass
@@ -201,16 +203,23 @@ def _first_duplicate(items: Sequence[str]) -> str:
 
 def resolve_config_path(pattern: str, algorithm: str, system: str) -> Path:
     """The base config of a run: relative paths are tried from the working directory, then the repository."""
-    text = pattern.format(algorithm=algorithm, system=system, short=SHORT_SYSTEM.get(system, system))
+    text = pattern.format(algorithm=algorithm, system=system, short=short_name(system))
     path = Path(text)
     if not path.is_absolute() and not path.is_file() and (REPO_ROOT / path).is_file():
         return REPO_ROOT / path
     return path
 
 
+def short_name(system: str) -> str:
+    """A system's short tag in run ids: mgN for microgrid-N, else the directory-safe name or file stem."""
+    stem = Path(system).stem if system.endswith(".toml") else system
+    found = re.fullmatch(r"microgrid-(\d+)", stem)
+    return f"mg{found.group(1)}" if found else _safe(stem)
+
+
 def run_id(algorithm: str, system: str, tag: str, seed: int) -> str:
     """The name of a run's directory, e.g. powernet_mg6_base_s0 (archives are matched by it)."""
-    return f"{algorithm}_{SHORT_SYSTEM.get(system, _safe(system))}_{tag}_s{seed}"
+    return f"{algorithm}_{short_name(system)}_{tag}_s{seed}"
 
 
 def _study_values(doc: Mapping[str, Any], where: str) -> dict[str, Any]:

@@ -113,7 +113,7 @@ def test_study_resumes_after_interrupt_skips_finished_runs_and_reports(tmp_path,
     spec = json.loads((second / RUN_SPEC).read_text())
     assert [a["resumed"] for a in spec["attempts"]] == [False, True]
     assert "--resume" in spec["attempts"][1]["command"]
-    assert "resumed from" in (second / "logs" / "learner.log").read_text()
+    assert "resumed at update" in (second / "logs" / "learner.log").read_text()
     for run in (first, second):
         assert json.loads((run / FINISHED).read_text())["env_steps"] >= STEPS
         summary = json.loads((run / "eval" / "summary.json").read_text())
@@ -232,6 +232,13 @@ def test_study_systems_are_shipped_names_or_system_files(tmp_path):
 
     config.write_text(study_of(f'["{system}"]'))
     assert [r.system for r in load_study(config).runs] == [str(system)]
+    # the default template is the algorithm's one config; the study's system goes to every run
+    config.write_text(f'[study]\nalgorithms = ["ia2c"]\nsystems = ["{system}", "microgrid-20"]\nseeds = [0]\n'
+                      'steps = 100\n')
+    runs = load_study(config).runs
+    assert [Path(r.base_config).resolve() for r in runs] == [REPO / "configs" / "ia2c.toml"] * 2
+    assert [r.run_id for r in runs] == ["ia2c_my-grid_base_s0", "ia2c_mg20_base_s0"]
+    assert [r.set_args([])[0] for r in runs] == [f'env.system="{system}"', 'env.system="microgrid-20"']
     config.write_text(study_of('["microgrid-7"]'))
     with pytest.raises(InputError, match="study.systems: unknown system 'microgrid-7'"):
         load_study(config)
