@@ -13,9 +13,17 @@ from common.errors import InputError
 from launch.errors import exit_on_user_error
 
 
+def system_argument(system: str) -> str:
+    """--system as the config keeps it: a shipped name as given, a file path made absolute (so that the run's
+    config.toml still finds it from another directory, e.g. for `powernet evaluate`)."""
+    return str(Path(system).resolve()) if system.endswith(".toml") or "/" in system else system
+
+
 @click.command()
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
-              help="TOML config, e.g. configs/powernet_mg6.toml (with --resume: the run's config.toml)")
+              help="TOML config, e.g. configs/powernet.toml (with --resume: the run's config.toml)")
+@click.option("--system", help="the grid: a shipped system's name (microgrid-6, microgrid-20, ...) or the path of a "
+              "system TOML file (overrides env.system)")
 @click.option("--mode", type=click.Choice(["local", "sync", "async"]), default="local", show_default=True,
               help="local: one process steps the envs and updates (the reference trainer); sync: a learner "
               "and --actors actor processes, exactly on-policy; async: actors never wait, lag-bounded "
@@ -31,7 +39,7 @@ from launch.errors import exit_on_user_error
               show_default=True, help="auto: a progress bar on a terminal, plain lines every train.log_every "
               "updates otherwise")
 @exit_on_user_error
-def train(config_path: str | None, mode: str, actors: int | None, envs_per_actor: int | None,
+def train(config_path: str | None, system: str | None, mode: str, actors: int | None, envs_per_actor: int | None,
           steps: int | None, out_dir: str, overrides: tuple[str, ...],
           device: str | None, resume: bool, progress_style: str) -> None:
     """Train an algorithm on a system and write the run directory."""
@@ -45,9 +53,11 @@ def train(config_path: str | None, mode: str, actors: int | None, envs_per_actor
 
     if config_path is None:
         if not resume:
-            raise InputError("missing -c/--config (e.g. -c configs/powernet_mg6.toml)")
+            raise InputError("missing -c/--config (e.g. -c configs/powernet.toml)")
         config_path = str(Path(out_dir) / "config.toml")
     extra = list(overrides)
+    if system is not None:
+        extra.append(f"env.system={json.dumps(system_argument(system))}")
     if steps is not None:
         extra.append(f"train.steps={steps}")
     if device is not None:
@@ -55,6 +65,9 @@ def train(config_path: str | None, mode: str, actors: int | None, envs_per_actor
     extra += [f"dist.actors={actors}"] * (actors is not None)
     extra += [f"dist.envs_per_actor={envs_per_actor}"] * (envs_per_actor is not None)
     cfg = load_config(config_path, extra)
+    from actor.envs import agent_spec
+
+    agent_spec(cfg.env)  # an unknown system or a broken system file: one line, before anything starts
     from launch.progress import Progress
 
     display = Progress(cfg.train.steps, style=progress_style, every=cfg.train.log_every, desc=mode)
