@@ -8,6 +8,7 @@ Python loop over agents at every step (NeurComm's network). Targets from the iss
 
 from __future__ import annotations
 
+import json
 import platform
 import time
 from typing import Any
@@ -17,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from actor.envs import make_vec_env
-from common.config import ALGORITHMS, ModelConfig, TrainConfig, load_config
+from actor.envs import agent_spec
+from common.algorithms import ALGORITHMS
+from common.config import ModelConfig, TrainConfig, load_config
 from common.errors import InputError
 from common.nets import build_model
 from common.rollout import Rollout
@@ -177,12 +179,11 @@ def run_bench(systems: list[str], algorithms: str, env_counts: list[int], repeat
     rng = np.random.default_rng(0)
     rows, anchors, summary = [], {}, {}
     for system in systems:
-        cfg = load_config(None, [f'env.system="{system}"'])
-        env = make_vec_env(cfg.env, 1)
-        graph = {"system": system, "adjacency": np.asarray(env.adjacency, dtype=bool), "n_agents": env.n_agents,
-                 "obs_dim": env.obs_dim, "n_actions": env.n_actions}
+        spec = agent_spec(load_config(None, [f"env.system={json.dumps(system)}"]).env)
+        graph = {"system": system, "adjacency": np.asarray(spec.adjacency, dtype=bool), "n_agents": spec.n_agents,
+                 "obs_dim": spec.obs_dim, "n_actions": spec.n_actions}
         torch.manual_seed(0)
-        anchors[system] = _anchor(graph["adjacency"], env.obs_dim, env.n_actions, 64, repeats, rng)
+        anchors[system] = _anchor(graph["adjacency"], spec.obs_dim, spec.n_actions, 64, repeats, rng)
         for device in devices:
             for alg in algs:
                 rows.extend(_measure(alg, graph, device, env_counts, repeats, rng))

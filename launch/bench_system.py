@@ -42,8 +42,7 @@ import numpy as np
 from common.errors import InputError
 from launch.errors import exit_on_user_error
 
-CONFIGS = {"microgrid-6": "mg6", "microgrid-20": "mg20"}
-DEFAULT_STEPS = {"microgrid-6": 3000, "microgrid-20": 1500}
+STEPS_PER_RUN_AGENT_STEPS = 30_000  # default run length: env steps x agents, within [500, 3000] env steps
 ACTOR_TRANSPORT = ("send", "load")
 LEARNER_TRANSPORT = ("receive", "control", "publish")
 
@@ -104,12 +103,17 @@ def transport_breakdown(stats: dict[str, Any], mode: str = "sync") -> dict[str, 
     return out
 
 
-def _run_one(config: str, mode: str, actors: int, steps: int, out: Path, warmup: float,
+def default_steps(n_agents: int) -> int:
+    """Env steps of one benchmark run: 3000 on microgrid-6, 1500 on microgrid-20, fewer on larger grids."""
+    return max(500, min(3000, STEPS_PER_RUN_AGENT_STEPS // n_agents))
+
+
+def _run_one(config: str, system: str, mode: str, actors: int, steps: int, out: Path, warmup: float,
              timeout_s: float, envs_per_actor: int = 1) -> dict[str, Any]:
     """One `powernet train` run; its steady throughput and, when distributed, its stage timers. Local runs
     get actors x envs_per_actor envs."""
-    args = [sys.executable, "-m", "launch", "train", "-c", config, "--out", str(out), "--steps", str(steps),
-            "--progress", "off", "--set", "train.log_every=10"]
+    args = [sys.executable, "-m", "launch", "train", "-c", config, "--system", system, "--out", str(out),
+            "--steps", str(steps), "--progress", "off", "--set", "train.log_every=10"]
     if mode == "local":
         args += ["--set", f"train.num_envs={actors * envs_per_actor}"]
     else:
@@ -131,30 +135,30 @@ def _run_one(config: str, mode: str, actors: int, steps: int, out: Path, warmup:
     return result
 
 
-def run_bench(systems: list[str], actor_counts: list[int], modes: list[str], steps: dict[str, int],
+def run_bench(systems: list[str], actor_counts: list[int], modes: list[str], steps: int | None,
               warmup: float = 0.2, algorithm: str = "powernet", timeout_s: float = 600.0,
               echo: bool = True, wide: list[tuple[int, int]] | None = None) -> dict[str, Any]:
     """Measure every (system, actors, mode) plus `--mode local` with the same total envs, then each
-    (actors, envs per actor) of `wide` the same way; return the report."""
-    from actor.envs import make_vec_env
+    (actors, envs per actor) of `wide` the same way; return the report. `steps`: env steps per run (None:
+    `default_steps` of the system)."""
+    from actor.envs import agent_spec
     from common.config import load_config
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-system-") as tmp:
         for system in systems:
-            if system not in CONFIGS:
-                raise InputError(f"--systems: unknown system {system!r} (known: {', '.join(CONFIGS)})")
-            config = f"configs/{algorithm}_{CONFIGS[system]}.toml"
+            config = f"configs/{algorithm}.toml"
             if not Path(config).is_file():
                 raise InputError(f"no config {config} (run from the repository root; --algorithm {algorithm}?)")
-            n_agents = make_vec_env(load_config(config).env, 1).n_agents
+            n_agents = agent_spec(load_config(config, [f"env.system={json.dumps(system)}"]).env).n_agents
+            run_steps = steps or default_steps(n_agents)
             grid = [(a, 1) for a in actor_counts] + [(a, e) for a, e in wide or [] if e != 1]
             for a, epa in grid:
                 local = None
                 for mode in ["local", *modes]:
-                    out = Path(tmp) / f"{CONFIGS[system]}-{mode}-{a}x{epa}"
+                    out = Path(tmp) / f"{Path(system).stem}-{mode}-{a}x{epa}"
                     # more envs per message: the same number of updates, so steps scale with the envs
-                    res = _run_one(config, mode, a, steps[system] * epa, out, warmup, timeout_s, epa)
+                    res = _run_one(config, system, mode, a, run_steps * epa, out, warmup, timeout_s, epa)
                     row = {"system": system, "mode": mode, "actors": a if mode != "local" else 0,
                            "envs_per_actor": epa if mode != "local" else 0,
                            "total_envs": a * epa, "agents": n_agents, **res}
@@ -211,15 +215,17 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 @click.command("system")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default="runs/bench-system.json",
               show_default=True, help="JSON output")
-@click.option("--systems", default="microgrid-6,microgrid-20", show_default=True)
+@click.option("--systems", default="microgrid-6,microgrid-20", show_default=True,
+              help="comma-separated system names or system file paths")
 @click.option("--actors", "actors", default="1,2", show_default=True,
               help="actor counts (1 env each); local runs use the same total envs")
 @click.option("--modes", default="sync,async", show_default=True,
               help="distributed modes to try; one the CLI refuses is recorded as unavailable")
-@click.option("--steps", type=int, help="env steps per run (default: 3000 on microgrid-6, 1500 on microgrid-20)")
+@click.option("--steps", type=int, help="env steps per run (default: 30,000 agent-steps' worth, within 500..3000: "
+              "3000 on microgrid-6, 1500 on microgrid-20)")
 @click.option("--warmup", type=float, default=0.2, show_default=True,
               help="share of the updates left out of the timing (start-up, JIT, first connection)")
-@click.option("--algorithm", default="powernet", show_default=True, help="configs/<algorithm>_mgN.toml")
+@click.option("--algorithm", default="powernet", show_default=True, help="trains configs/<algorithm>.toml")
 @click.option("--wide", default="2x4", show_default=True,
               help="extra ACTORSxENVS rows (comma-separated; '' for none): ENVS per actor, local with ACTORS*ENVS")
 @exit_on_user_error
@@ -238,8 +244,7 @@ def bench_system(out_path: str, systems: str, actors: str, modes: str, steps: in
     if not 0.0 <= warmup < 1.0:
         raise InputError("--warmup must be in [0, 1)")
     names = [s.strip() for s in systems.split(",") if s.strip()]
-    per_system = {s: steps or DEFAULT_STEPS.get(s, 2000) for s in names}
-    result = run_bench(names, actor_counts, [m.strip() for m in modes.split(",") if m.strip()], per_system,
+    result = run_bench(names, actor_counts, [m.strip() for m in modes.split(",") if m.strip()], steps,
                        warmup=warmup, algorithm=algorithm, wide=wide_grid)
     path = Path(out_path)
     path.parent.mkdir(parents=True, exist_ok=True)

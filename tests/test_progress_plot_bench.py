@@ -147,3 +147,9 @@ def test_sync_training_prints_plain_progress_lines_when_piped(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("progress: ")]
     assert lines and "env steps 200/200 (100%)" in lines[-1] and "policy lag 0" in lines[-1]
+
+
+def test_bench_system_run_length_follows_the_number_of_agents():
+    from launch.bench_system import default_steps
+
+    assert (default_steps(6), default_steps(20), default_steps(200)) == (3000, 1500, 500)

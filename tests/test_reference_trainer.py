@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from actor.envs import make_vec_env
-from common.config import ALGORITHMS, load_config
+from common.algorithms import ALGORITHMS
+from common.config import load_config
 from launch.cli import main
 from launch.evaluate import evaluate_run
 from launch.local_trainer import train_local
