@@ -1,11 +1,13 @@
 """The learner service of a distributed run: receives rollouts, updates, publishes versioned weights.
+It keeps the transport and the batching; what happens to a batch (update, metrics, checkpoints, resume) is
+the learner core's (`learner.core`), the same as in `--mode local`.
 
 Sockets (ZeroMQ, all bound by the learner): PULL for rollouts, PUB for weights broadcasts, ROUTER for
 control (hello, heartbeat, get_weights, stats, stop). Every inbound message goes through `common.wire`; a
 bad, foreign or stale one is logged, counted by reason and dropped, and the service keeps serving.
 
 Sync mode: update u uses exactly one rollout of every actor 0..A-1 produced by weight version u, joined
-along the env axis in actor order, and runs the same `learner.update.update` as the reference trainer. An
+along the env axis in actor order, exactly as the local trainer joins its env groups. An
 actor's ``get_weights`` carrying ``meta.min_version`` is answered once that version exists, so actors
 wait for the next weights without relying on PUB/SUB delivery (no slow-joiner waits).
 
