@@ -20,8 +20,11 @@ checkpoint and the stop handshake are not step time); its `record` stage is the 
 update (metrics row, TensorBoard scalars, log line, scheduled checkpoints).
 
 Besides the headline grid (1 env per actor, local with the same total envs), `--wide AxE` adds rows of A
-actors with E envs each next to local with A*E envs (default 2x4): more simulation per message dilutes the
-fixed per-message and per-update costs.
+actors with E envs each next to local with A*E envs (default 1x4 and 2x4): more simulation per message
+dilutes the fixed per-message and per-update costs.
+
+Each row also has `peak_rss_mib`: the largest VmHWM seen (sampled every 0.2 s from /proc, Linux only) of
+the supervisor (the `powernet train` process; in local mode the trainer itself), the learner and each actor.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import numpy as np
 
 from common.errors import InputError
 from launch.errors import exit_on_user_error
+from launch.procmem import TreeMemory
 
 STEPS_PER_RUN_AGENT_STEPS = 30_000  # default run length: env steps x agents, within [500, 3000] env steps
 ACTOR_TRANSPORT = ("send", "load")
@@ -122,12 +126,20 @@ def _run_one(config: str, system: str, mode: str, actors: int, steps: int, out: 
     # multi-threaded torch in the local trainer collapsed to ~15 steps/s (OpenMP spinning under load)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     t0 = time.perf_counter()
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, env=env)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    memory = TreeMemory(proc.pid).start()  # VmHWM of the supervisor, learner and actors while they live
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        peaks = memory.stop()
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        lines = (stderr or stdout).strip().splitlines()
         return {"available": False, "reason": lines[-1][:300] if lines else f"exit code {proc.returncode}"}
-    result: dict[str, Any] = {"available": True, "process_wall_s": round(wall, 2)}
+    result: dict[str, Any] = {"available": True, "process_wall_s": round(wall, 2), "peak_rss_mib": peaks}
     result.update(steady_rate(out / "metrics.csv", warmup))
     stats_path = out / "learner_stats.json"
     if stats_path.is_file():
@@ -191,8 +203,10 @@ def _line(row: dict[str, Any]) -> str:
     extra = f"  x{row['speedup_vs_local']:.2f} vs local" if "speedup_vs_local" in row else ""
     if "transport_share" in row:
         extra += f"  transport {100 * row['transport_share']:.1f}% of step time"
+    if row.get("peak_rss_mib"):
+        extra += "  peak MiB " + " ".join(f"{k}={v:.0f}" for k, v in row["peak_rss_mib"].items())
     return (f"{row['system']:>13} {row['mode']:>5} envs={row['total_envs']} actors={row['actors']}: "
-            f"{row['agent_steps_per_s']:9.0f} agent-steps/s{extra}")
+            f"{row['env_steps_per_s']:7.0f} env-steps/s {row['agent_steps_per_s']:9.0f} agent-steps/s{extra}")
 
 
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -226,7 +240,7 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 @click.option("--warmup", type=float, default=0.2, show_default=True,
               help="share of the updates left out of the timing (start-up, JIT, first connection)")
 @click.option("--algorithm", default="powernet", show_default=True, help="trains configs/<algorithm>.toml")
-@click.option("--wide", default="2x4", show_default=True,
+@click.option("--wide", default="1x4,2x4", show_default=True,
               help="extra ACTORSxENVS rows (comma-separated; '' for none): ENVS per actor, local with ACTORS*ENVS")
 @exit_on_user_error
 def bench_system(out_path: str, systems: str, actors: str, modes: str, steps: int | None, warmup: float,
