@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "plot": "launch.plot_cmd:plot",
     "study": "launch.study_cmd:study",
     "report": "launch.study_cmd:report",
+    "fit-baselines": "launch.fit_cmd:fit_baselines",
 }
 BENCH_COMMANDS: dict[str, str] = {
     "sim": "launch.bench_sim:bench_sim",

@@ -14,11 +14,17 @@ import numpy as np
 from launch.report_stats import interval_cell, mean_interval
 from launch.study_results import Group
 from launch.training_curves import CURVE_BIN_STEPS, EFFICIENCY_WINDOW_STEPS, learning_facts
+from simsvc.controllers import CONTROLLER_LABELS
 
 METRICS = (("mean_return", "evaluation return", "{:.3f}"),
            ("violation_rate", "violation share", "{:.3f}"),
            ("mean_settling_step", "settling step", "{:.2f}"),
            ("max_dev_pu", "largest deviation (p.u.)", "{:.4f}"))
+
+
+def controller_label(name: str) -> str:
+    """How tables name a controller (the oracle is marked as an upper reference, not a controller)."""
+    return CONTROLLER_LABELS.get(name, f"{name} control")
 
 
 def results_table(group_list: Sequence[Group], controllers: dict[str, dict[str, Any]], system: str,
@@ -42,9 +48,9 @@ def results_table(group_list: Sequence[Group], controllers: dict[str, dict[str, 
         lines.append(f"| {g.algorithm} | {g.tag} | {seeds} | " + " | ".join(cells) + " |")
     for controller, summary in sorted(controllers.items()):
         cells = [fmt.format(summary[key]) for key, _, fmt in METRICS]
-        csv_rows.append({"system": system, "method": f"{controller} control", "overrides": "", "seeds": 0,
+        csv_rows.append({"system": system, "method": controller_label(controller), "overrides": "", "seeds": 0,
                          **{key: summary[key] for key, _, _ in METRICS}})
-        lines.append(f"| {controller} control | – | – | " + " | ".join(cells) + " |")
+        lines.append(f"| {controller_label(controller)} | – | – | " + " | ".join(cells) + " |")
     n_eval = max((len(g.evaluated[0].summary.get("seeds", [])) for g in groups if g.evaluated), default=0)
     lines += ["", f"Each learned policy is evaluated greedily on {n_eval or 'the'} fixed evaluation seeds; a cell is "
               "the mean over training seeds of the per-run value, ± the half-width of the 95 % Student-t interval "
@@ -83,7 +89,7 @@ def ranking_lines(group_list: Sequence[Group], controllers: dict[str, dict[str, 
                  f"({'they overlap' if overlap else 'they do not overlap'}).")
     for controller, summary in sorted(controllers.items()):
         value = summary["mean_return"]
-        text += f" Against {controller} control ({value:.3f}): {m1 - value:+.3f}"
+        text += f" Against {controller_label(controller)} ({value:.3f}): {m1 - value:+.3f}"
         if math.isnan(h1):
             text += "."
         else:

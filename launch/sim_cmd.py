@@ -19,7 +19,10 @@ from simsvc.systems import available_systems, load_system
               help=f"A shipped system ({', '.join(available_systems())}) or the path of a system TOML file.")
 @click.option("--controller", type=click.Choice(CONTROLLERS), default="secondary", show_default=True,
               help="droop: V_n = V_nom (primary control only); secondary: distributed cooperative voltage "
-                   "control (Bidram et al.); random: uniformly random discrete set-points.")
+                   "control (Bidram et al.); random: uniformly random discrete set-points; constant, per-dg: "
+                   "set-points fitted on training seeds (powernet fit-baselines); local: each DG undoes its own "
+                   "Q droop from its own measured Q, snapped to the action grid (local-continuous: not snapped); "
+                   "oracle: centralised one-step look-ahead on the true state (an upper reference).")
 @click.option("--seed", type=int, default=2000, show_default=True, help="Episode seed (load draws, random controller).")
 @click.option("--disturbance", type=click.Choice(["none", "episode", "walk"]), default="episode", show_default=True,
               help="none: nominal loads; episode: per-episode load factors U(0.8, 1.2), fixed within the episode "

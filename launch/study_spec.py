@@ -19,12 +19,12 @@ from common.config import load_config
 from common.errors import InputError
 from common.tomlfile import read_toml
 from launch.eval_protocol import evaluation_seeds
+from simsvc.controllers import CONTROLLERS
 from simsvc.systems import resolve_system_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KEY_TAGS = {"train.spatial_discount": "alpha", "env.smoothing_beta": "beta"}
 ALPHA_KEY, BETA_KEY = "train.spatial_discount", "env.smoothing_beta"
-CONTROLLER_CHOICES = ("droop", "secondary", "random")
 
 STUDY_KEYS: dict[str, tuple[type, Any, bool, str]] = {
     "name": (str, None, False, "study name (default: the config file's stem)"),
@@ -303,7 +303,7 @@ def load_study(path: str | Path) -> Study:
     algorithms = _list_of("algorithms", values["algorithms"], str, where, ALGORITHMS)
     systems = _systems(values["systems"], where)
     seeds = _list_of("seeds", values["seeds"], int, where)
-    controllers = _list_of("controllers", values["controllers"], str, where, CONTROLLER_CHOICES) \
+    controllers = _list_of("controllers", values["controllers"], str, where, CONTROLLERS) \
         if values["controllers"] else []
     _check_numbers(values, seeds, where)
     study = Study(

@@ -1,17 +1,37 @@
 """Conventional controllers to compare the agents with, usable as policies (docs/pgsim.md#conventional-controllers).
 
-A controller maps the DG voltages measured at the end of a control step to the set-points held during
-the next one (zero-order hold, like the agents): `setpoints(v_pu [E, N], vn_v [E, N]) -> vn_v [E, N]`.
+A controller maps what the DGs measure at the end of a control step to the set-points held during the next
+one (zero-order hold, like the agents): `setpoints(meas: Measurements, vn_v [E, N]) -> vn_v [E, N]`.
+
+Besides the conventional ones (droop, the distributed secondary control, random), the strongest simple rules
+a learned policy must beat (docs/evaluation.md#baseline-controllers): `constant` and `per-dg` (set-points
+fitted on training seeds, `simsvc.fitting`), `local` (each DG undoes its own reactive-power droop from its own
+measured Q; `local-continuous` without snapping to the action grid) and `oracle`, a centralised one-step
+look-ahead on a copy of the true simulator state: an upper reference, not a controller a DG could run.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from common.errors import InputError
-from simsvc.systems import System
+from common.tomlfile import read_toml
+from simsvc.systems import DG_COL, System, nearest_action, setpoint_choices
 
-CONTROLLERS = ("droop", "secondary", "random")
+if TYPE_CHECKING:  # the simulator (Numba) loads only where a controller runs, not for the list of names
+    from simsvc.simulator import GridBatch, Measurements
+
+CONTROLLERS = ("droop", "secondary", "random", "constant", "per-dg", "local", "local-continuous", "oracle")
+# how reports and tables name each controller
+CONTROLLER_LABELS = {"droop": "droop control", "secondary": "secondary control", "random": "random set-points",
+                     "constant": "constant set-point (fitted)", "per-dg": "per-DG set-points (fitted)",
+                     "local": "local rule", "local-continuous": "local rule (continuous)",
+                     "oracle": "oracle look-ahead (upper reference)"}
+FITTED = {"constant": "constant", "per-dg": "per_dg"}  # controller -> table of the fitted-set-points file
+ORACLE_SWEEPS = 2
 
 
 class DroopOnly:
@@ -20,7 +40,7 @@ class DroopOnly:
     def __init__(self, system: System):
         self.v_nom_v = system.v_nom_v
 
-    def setpoints(self, v_pu: np.ndarray, vn_v: np.ndarray) -> np.ndarray:
+    def setpoints(self, meas: Measurements, vn_v: np.ndarray) -> np.ndarray:
         return np.full_like(vn_v, self.v_nom_v)
 
 
@@ -43,8 +63,8 @@ class CooperativeVoltageControl:
         self.pin[system.sec_v_pinned] = 1.0
         self.v_ref_pu = v_ref_pu
 
-    def setpoints(self, v_pu: np.ndarray, vn_v: np.ndarray) -> np.ndarray:
-        s = self.system
+    def setpoints(self, meas: Measurements, vn_v: np.ndarray) -> np.ndarray:
+        s, v_pu = self.system, meas.v_pu
         error = v_pu @ self.laplacian.T + self.pin * (v_pu - self.v_ref_pu)
         vn_pu = vn_v / s.v_nom_v - self.gain_dt * error
         return np.clip(vn_pu * s.v_nom_v, s.setpoint_min_v, s.setpoint_max_v)
@@ -57,18 +77,97 @@ class RandomSetpoints:
         self.system = system
         self.rng = np.random.default_rng(seed)
 
-    def setpoints(self, v_pu: np.ndarray, vn_v: np.ndarray) -> np.ndarray:
+    def setpoints(self, meas: Measurements, vn_v: np.ndarray) -> np.ndarray:
         s = self.system
         actions = self.rng.integers(0, s.n_actions, size=vn_v.shape)
         return s.setpoint_min_v + actions * (s.setpoint_max_v - s.setpoint_min_v) / s.n_actions
 
 
-def make_controller(name: str, system: System, seed: int = 0):
-    """A controller by name: droop | secondary | random."""
+class FixedSetpoints:
+    """Set-points that never change: fitted once on training seeds (`constant`: one for all DGs, `per-dg`:
+    one per DG), read from the system's fitted-set-points file."""
+
+    def __init__(self, setpoints_v: np.ndarray):
+        self.setpoints_v = np.asarray(setpoints_v, dtype=np.float64)
+
+    def setpoints(self, meas: Measurements, vn_v: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.setpoints_v, vn_v.shape).copy()
+
+
+class LocalDroopInversion:
+    """Each DG undoes its own reactive-power droop: V_n,i = V_nom + n_Q,i · Q_i, from its own measured Q_i
+    alone (with the reduced model this puts its output voltage at V_nom for the Q it carries now), snapped
+    to the nearest of the agents' discrete set-points, or only clipped to their range (`snap=False`)."""
+
+    def __init__(self, system: System, snap: bool = True):
+        self.system, self.snap = system, snap
+        self.n_q = system.dg_params[:, DG_COL["n_q"]]
+
+    def setpoints(self, meas: Measurements, vn_v: np.ndarray) -> np.ndarray:
+        s = self.system
+        wanted = s.v_nom_v + self.n_q * meas.q_var
+        if self.snap:
+            return setpoint_choices(s)[nearest_action(s, wanted)]
+        return np.clip(wanted, s.setpoint_min_v, s.setpoint_max_v)
+
+
+class OneStepOracle:
+    """A centralised look-ahead on the true simulator state of `grid`: every decision, starting from the
+    current set-points, it tries each DG's discrete set-points in turn on copies of the grid (one control
+    step ahead, summed reward of all DGs) and keeps the best, for ORACLE_SWEEPS sweeps. It sees what no DG
+    can: an upper reference for what set-point choice is worth, not a controller."""
+
+    def __init__(self, system: System, grid: GridBatch):
+        self.system, self.grid = system, grid
+        self.choices = setpoint_choices(system)
+
+    def setpoints(self, meas: Measurements, vn_v: np.ndarray) -> np.ndarray:
+        from simsvc.lookahead import coordinate_search, held_returns
+
+        out = np.empty_like(vn_v)
+        for e in range(self.grid.n_envs):
+            def score(candidates: np.ndarray, e: int = e) -> np.ndarray:
+                copies = self.grid.replicate(np.full(len(candidates), e))
+                return held_returns(copies, self.choices[candidates], 1)
+
+            start = nearest_action(self.system, vn_v[e])
+            actions, _, _ = coordinate_search(score, start, self.system.n_actions, ORACLE_SWEEPS)
+            out[e] = self.choices[actions]
+        return out
+
+
+def fitted_path(system: System) -> Path:
+    """Where a system's fitted set-points live: fitted/NAME.toml beside its system file."""
+    return system.path.parent / "fitted" / f"{system.path.stem}.toml"
+
+
+def fitted_setpoints(system: System, controller: str) -> np.ndarray:
+    """The `constant` or `per-dg` set-points (V, one per DG) fitted for `system` by `powernet fit-baselines`."""
+    path = fitted_path(system)
+    if not path.is_file():
+        raise InputError(f"no fitted set-points for {system.name} at {path}: run `powernet fit-baselines "
+                         f"--system {system.name}` first")
+    table = read_toml(path, "fitted set-points file").get(FITTED[controller])
+    values = None if not isinstance(table, dict) else table.get("setpoints_v")
+    if not isinstance(values, list) or len(values) != system.n_dg:
+        raise InputError(f"{path.name}: {FITTED[controller]}.setpoints_v must list {system.n_dg} set-points")
+    return np.asarray(values, dtype=np.float64)
+
+
+def make_controller(name: str, system: System, seed: int = 0, grid: GridBatch | None = None):
+    """A controller by name (CONTROLLERS); `oracle` needs the grid it looks ahead on."""
     if name == "droop":
         return DroopOnly(system)
     if name == "secondary":
         return CooperativeVoltageControl(system)
     if name == "random":
         return RandomSetpoints(system, seed)
+    if name in FITTED:
+        return FixedSetpoints(fitted_setpoints(system, name))
+    if name in ("local", "local-continuous"):
+        return LocalDroopInversion(system, snap=name == "local")
+    if name == "oracle":
+        if grid is None:
+            raise ValueError("the oracle needs the grid it controls")
+        return OneStepOracle(system, grid)
     raise InputError(f"unknown controller '{name}'; choose one of {', '.join(CONTROLLERS)}")

@@ -29,13 +29,13 @@ def run_episode(system: System, controller: str, seed: int, disturbance: str = "
                 dg_model: str | None = None) -> ControllerRun:
     """One MDP episode (warm-up included in the trace) with the controller choosing every set-point."""
     env = MicrogridEnv(system, disturbance=disturbance, dg_model=dg_model, trace_dt_s=TRACE_DT_S)
-    ctrl = make_controller(controller, system, seed)
+    ctrl = make_controller(controller, system, seed, grid=env.vec.grid)
     env.reset(seed)
     vs, rs = [], []
     done = False
     while not done:
         meas = env.measure()
-        vn = ctrl.setpoints(meas.v_pu, env.vec.grid.vn_v.copy())
+        vn = ctrl.setpoints(meas, env.vec.grid.vn_v.copy())
         _, rewards, done, info = env.step_setpoints(vn[0])
         vs.append(info["v_pu"])
         rs.append(rewards)
@@ -48,7 +48,7 @@ def run_for(system: System, controller: str, duration_s: float, seed: int = 0, d
     """A free run from rest with nominal loads; the controller acts every control step from its start
     time (the system's warm-up, or 0.5 s where it has none, so primary control settles first)."""
     grid = GridBatch(system, 1, dg_model=dg_model)
-    ctrl = make_controller(controller, system, seed)
+    ctrl = make_controller(controller, system, seed, grid=grid)
     start_s = controller_start_s if controller_start_s is not None else (system.warmup_s or 0.5)
     n_ctrl = grid.steps_for(system.control_dt_s)
     n_trace = grid.steps_for(TRACE_DT_S) if n_ctrl % grid.steps_for(TRACE_DT_S) == 0 else n_ctrl
@@ -58,7 +58,7 @@ def run_for(system: System, controller: str, duration_s: float, seed: int = 0, d
     n_steps = round(duration_s / system.control_dt_s)
     for _ in range(n_steps):
         if grid.t_s[0] >= start_s - 1e-9:
-            grid.vn_v[:] = ctrl.setpoints(grid.measure().v_pu, grid.vn_v.copy())
+            grid.vn_v[:] = ctrl.setpoints(grid.measure(), grid.vn_v.copy())
         for _ in range(n_ctrl // n_trace):
             grid.advance(n_trace)
             rows.extend(grid.trace_samples(first))

@@ -119,6 +119,15 @@ class GridBatch:
                              sysm.line_to, sysm.line_l_h, sysm.load_bus, self._load_l[rows])
         self._minv[rows] = np.linalg.inv(m)
 
+    def replicate(self, envs: np.ndarray) -> GridBatch:
+        """A new batch whose env j is an exact copy of this batch's env envs[j] (state, time, set-points,
+        loads): the scratch space of searches that try set-points without touching the real grid."""
+        envs = np.asarray(envs, dtype=np.int64)
+        copy = GridBatch(self.system, len(envs), dg_model=self.dg_model, dt_s=self.dt_s)
+        for name in ("x", "t_s", "vn_v", "load_factor", "ok", "_load_r", "_load_l", "_minv"):
+            getattr(copy, name)[:] = getattr(self, name)[envs]
+        return copy
+
     # -- time -----------------------------------------------------------------------------------------
     def advance(self, n_steps: int, envs: np.ndarray | None = None) -> None:
         """Integrate n_steps fixed steps of dt_s with the current set-points and loads.

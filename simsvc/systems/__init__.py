@@ -399,3 +399,16 @@ def _check_connected(system: System, rd: _Reader) -> None:
     for k, bname in enumerate(system.bus_names):
         if find(k) not in powered:
             raise rd.fail(f"bus '{bname}'", "is not connected to any DG through lines")
+
+
+def setpoint_choices(system: System) -> np.ndarray:
+    """The agents' discrete set-points (V), action a -> setpoint_min + a (max - min) / n_actions."""
+    step_v = (system.setpoint_max_v - system.setpoint_min_v) / system.n_actions
+    return system.setpoint_min_v + step_v * np.arange(system.n_actions)
+
+
+def nearest_action(system: System, vn_v: np.ndarray) -> np.ndarray:
+    """The discrete action whose set-point is nearest to each of `vn_v` (V)."""
+    step_v = (system.setpoint_max_v - system.setpoint_min_v) / system.n_actions
+    return np.clip(np.rint((np.asarray(vn_v) - system.setpoint_min_v) / step_v), 0, system.n_actions - 1).astype(
+        np.int64)
