@@ -41,7 +41,8 @@ STUDY_KEYS: dict[str, tuple[type, Any, bool, str]] = {
     "set": (list, [], False, "overrides applied to every run, as `--set` strings"),
     "eval_episodes": (int, 20, False, "greedy evaluation episodes per run"),
     "eval_seed": (int, 2000, False, "first evaluation seed; episode k uses eval_seed + 25 k"),
-    "controllers": (list, ["droop", "secondary"], False, "conventional controllers evaluated per system"),
+    "controllers": (list, ["droop", "secondary", "local", "oracle"], False,
+                    "baseline controllers evaluated per system (constant and per-dg need `powernet fit-baselines`)"),
     "progress_every_s": (float, 60.0, False, "seconds between progress lines while runs train"),
 }
 
@@ -294,6 +295,19 @@ def _add_runs(study: Study, where: str) -> None:
             study.procs_per_run = max(study.procs_per_run, 1 + cfg.dist.actors)
 
 
+def _check_fitted(systems: Sequence[str], controllers: Sequence[str], where: str) -> None:
+    """Fitted baselines need their fitted set-points: say so before any run starts, not at the end."""
+    from simsvc.controllers import FITTED, fitted_setpoints
+    from simsvc.systems import load_system
+
+    for system in systems:
+        for controller in set(controllers) & set(FITTED):
+            try:
+                fitted_setpoints(load_system(system), controller)
+            except InputError as exc:
+                raise InputError(f"{where}: study.controllers: {exc}") from exc
+
+
 def load_study(path: str | Path) -> Study:
     """Read and validate a study config, expand its grid and check every run's resolved training config."""
     path = Path(path)
@@ -306,6 +320,7 @@ def load_study(path: str | Path) -> Study:
     controllers = _list_of("controllers", values["controllers"], str, where, CONTROLLERS) \
         if values["controllers"] else []
     _check_numbers(values, seeds, where)
+    _check_fitted(systems, controllers, where)
     study = Study(
         name=values["name"] or path.stem, path=path, algorithms=algorithms, systems=systems, seeds=seeds,
         steps=values["steps"], mode=values["mode"], jobs=values["jobs"], threads=values["threads"],
