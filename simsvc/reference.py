@@ -4,13 +4,13 @@ Why this module exists
 ----------------------
 `simsvc.model` eliminates the bus voltages (the r_N → ∞ limit), stores every current in the common frame
 and integrates with fixed-step RK4. To check that choice we need a solution of the *original* equations
-written separately from that kernel, straight from pgsim.md:
+written separately from that kernel, straight from the equations in docs/pgsim.md:
 
 * every DG in its own dq frame (reduced: δ, P, Q, i_od, i_oq with the coupling inductor's cross terms at
-  ω_com; full: the 13 states of §2b with ω_i), lines and loads in the common frame;
+  ω_com; full: the 13 states of the full model with ω_i), lines and loads in the common frame;
 * bus voltages algebraic through the virtual shunt: v_bus = r_N · (net current injected into the bus), the
   DG output currents rotated into the common frame by δ;
-* the secondary frequency law of §4 as ordinary states, dw/dt = −a[(Lap + G)(ω − ω_nom) + Lap(m_P∘P)],
+* the secondary frequency law as ordinary states, dw/dt = −a[(Lap + G)(ω − ω_nom) + Lap(m_P∘P)],
   switched on for t ≥ t_on.
 
 Reference state layout (float64, SI): [DG blocks] [lines: n_line × 2] [loads: n_load × 2] [w: n_dg], with
@@ -206,7 +206,7 @@ def rn_rhs_into(x, full, dg_par, conn, branch, vn, sec_mats, r_n, omega_nom, sec
         else:
             vod = v_ref
             voq = 0.0
-            w_cross = w_com   # the original code's choice for the reduced model (pgsim §2a)
+            w_cross = w_com   # the original code's choice for the reduced model (docs/pgsim.md#reduced-model)
         dxdt[s] = omega[i] - w_com
         dxdt[s + 1] = wc * (vod * iod + voq * ioq - p)
         dxdt[s + 2] = wc * (voq * iod - vod * ioq - q)
@@ -243,7 +243,8 @@ def rn_rhs_into(x, full, dg_par, conn, branch, vn, sec_mats, r_n, omega_nom, sec
         dxdt[s] = -a * x[s] + w_com * x[s + 1] + v_bus[load_bus[j], 0] / load_l[j]
         dxdt[s + 1] = -a * x[s + 1] - w_com * x[s] + v_bus[load_bus[j], 1] / load_l[j]
 
-    # Secondary frequency consensus (pgsim §4): dw/dt = −[(a·Lap + a·G)(ω − ω_nom) + a·Lap(m_P∘P)].
+    # Secondary frequency consensus (docs/pgsim.md#secondary-frequency-control):
+    # dw/dt = −[(a·Lap + a·G)(ω − ω_nom) + a·Lap(m_P∘P)].
     for i in range(n_dg):
         acc = 0.0
         if sec_on:
