@@ -357,7 +357,7 @@ def test_walk_disturbance_moves_each_load_by_at_most_005_per_step() -> None:
 # -- reward ---------------------------------------------------------------------------------------------
 def test_voltage_reward_matches_spec_on_hand_picked_voltages() -> None:
     v = np.array([0.95, 1.0, 1.05, 0.9, 0.8, 1.25, 1.1, 0.8000001, 1.2499999])
-    # §7: 0.05 − |1 − v| in [0.95, 1.05]; −10 at v ≤ 0.8 or v ≥ 1.25; −|1 − v| otherwise.
+    # docs/mdp.md#rewards: 0.05 − |1 − v| in [0.95, 1.05]; −10 at v ≤ 0.8 or v ≥ 1.25; −|1 − v| otherwise.
     expected = np.array([0.05 - abs(1 - 0.95), 0.05, 0.05 - abs(1 - 1.05), -abs(1 - 0.9), -10.0, -10.0,
                          -abs(1 - 1.1), -abs(1 - 0.8000001), -abs(1 - 1.2499999)])
     np.testing.assert_array_equal(voltage_reward(v), expected)
