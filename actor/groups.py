@@ -2,20 +2,22 @@
 
 Sync mode must reproduce the single-process trainer exactly, yet each actor process owns its envs and its
 sampling RNG. So both sides use the same rule: group (= actor) k of a run seeded S steps E envs whose
-episodes are seeded ``group_seed(S, k) + e + E * episode`` and samples actions from a torch generator seeded
-``group_seed(S, k) + 1``; the learner's batch is the groups' windows concatenated in order of k. Group 0 is
-exactly the old one-group trainer (seed S, sampler S + 1), so ``train.env_groups = 1`` changes nothing.
+episodes are seeded ``group_seed(S, k) + e + E * episode`` and samples actions from a NumPy PCG64 stream
+seeded ``group_seed(S, k) + 1`` (`actor.sampler`); the learner's batch is the groups' windows concatenated
+in order of k. Group 0 is the one-group trainer (seed S, sampler S + 1), so ``train.env_groups = 1``
+changes nothing.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
+import numpy as np
 
+from actor.policy import ActingPolicy
 from actor.rollout import RolloutCollector, window_meta
+from actor.sampler import SamplerStateError, action_sampler
 from common.errors import InputError
-from common.nets.base import GraphActorCritic
 from common.rollout import Rollout
 
 SEED_STRIDE = 1_000_000  # seeds of group k start here; a group may run 1e6 / E episodes before streams meet
@@ -26,9 +28,9 @@ def group_seed(seed: int, k: int) -> int:
     return int(seed) + SEED_STRIDE * int(k)
 
 
-def group_sampler(seed: int, k: int) -> torch.Generator:
-    """The action-sampling generator of group k (group 0 equals `seed_everything(seed)`'s sampler)."""
-    return torch.Generator().manual_seed(group_seed(seed, k) + 1)
+def group_sampler(seed: int, k: int) -> np.random.Generator:
+    """The action-sampling stream of group (actor) k."""
+    return action_sampler(group_seed(seed, k) + 1)
 
 
 def envs_per_group(num_envs: int, groups: int) -> int:
@@ -43,11 +45,13 @@ class GroupedCollector:
     """Several RolloutCollectors stepped one after another; `collect` joins their windows along the env axis.
 
     It behaves like sync mode's actors together (one group per actor, seeded as in the module doc) inside
-    one process: the local trainer's collector, with one group unless train.env_groups says otherwise.
+    one process: the local trainer's collector, with one group unless train.env_groups says otherwise. The
+    groups share one acting policy; load the newest weights into it before each `collect`.
     """
 
-    def __init__(self, envs: list[Any], model: GraphActorCritic, n_steps: int, seed: int) -> None:
-        self.collectors = [RolloutCollector(env, model, n_steps, group_sampler(seed, k))
+    def __init__(self, envs: list[Any], policy: ActingPolicy, n_steps: int, seed: int) -> None:
+        self.policy = policy
+        self.collectors = [RolloutCollector(env, policy, n_steps, group_sampler(seed, k))
                            for k, env in enumerate(envs)]
         self.seed = int(seed)
 
@@ -60,13 +64,20 @@ class GroupedCollector:
         """Each group's position in its seed and sampler streams (see RolloutCollector.stream)."""
         return {k: col.stream() for k, col in enumerate(self.collectors)}
 
-    def continue_streams(self, streams: dict[int, dict[str, Any]]) -> None:
-        """Continue every group from a checkpoint's streams (a group without one starts afresh)."""
+    def continue_streams(self, streams: dict[int, dict[str, Any]]) -> list[int]:
+        """Continue every group from a checkpoint's streams (a group without one starts afresh); return the
+        groups whose sampler state was not this sampler's (an older checkpoint), which restart their sampler."""
+        fresh = []
         for k, col in enumerate(self.collectors):
-            if k in streams:
-                col.continue_stream(group_seed(self.seed, k), streams[k])
-            else:
+            if k not in streams:
                 col.reset(group_seed(self.seed, k))
+                continue
+            try:
+                col.continue_stream(group_seed(self.seed, k), streams[k])
+            except SamplerStateError:
+                col.continue_stream(group_seed(self.seed, k), {**streams[k], "sampler_state": None})
+                fresh.append(k)
+        return fresh
 
     def collect(self, version: int = 0) -> tuple[Rollout, list[dict[str, Any]]]:
         """One window of every group, joined in group order, with each group's window summary."""

@@ -1,5 +1,7 @@
-"""Collect n-step windows from a vectorised environment with one batched forward pass per control step.
+"""Collect n-step windows from a vectorised environment with one compiled acting step per control step.
 
+Acting uses `actor.policy.ActingPolicy` (the networks' forward pass without torch) and a NumPy sampling
+stream (`actor.sampler`), in the actors and in the local trainer alike, so both act identically.
 The acting LSTM state advances exactly once per environment step and is carried across windows (zeroed at
 episode starts). A window's last observation needs a value for bootstrapping; when every env has just
 finished its episode that value is 0 and nothing is computed, so the next window starts with the newest
@@ -17,39 +19,38 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from common.nets.base import AgentState, GraphActorCritic
+from actor.policy import ActingPolicy, State
+from actor.sampler import sampler_state, set_sampler_state
 from common.rollout import Rollout
 
 
 @dataclass
 class _Step:
-    """What acting on one observation produced (all on CPU)."""
+    """What acting on one observation produced."""
 
-    obs: torch.Tensor
-    starts: torch.Tensor
-    prev_state: AgentState
-    new_state: AgentState
-    actions: torch.Tensor
-    logp: torch.Tensor
-    value: torch.Tensor
+    obs: np.ndarray
+    starts: np.ndarray
+    prev_state: State
+    new_state: State
+    actions: np.ndarray
+    logp: np.ndarray
+    value: np.ndarray
 
 
 class RolloutCollector:
-    """Steps `env` with `model` and returns Rollouts of `n_steps` steps; sampling uses `sampler` only."""
+    """Steps `env` with `policy` and returns Rollouts of `n_steps` steps; sampling uses `sampler` only."""
 
-    def __init__(self, env: Any, model: GraphActorCritic, n_steps: int, sampler: torch.Generator) -> None:
+    def __init__(self, env: Any, policy: ActingPolicy, n_steps: int, sampler: np.random.Generator) -> None:
         self.env = env
-        self.model = model
+        self.policy = policy
         self.n_steps = n_steps
         self.sampler = sampler
         self.seed_base = 0
         self.episodes_done = np.zeros(env.n_envs, dtype=np.int64)
-        self._obs: torch.Tensor | None = None
-        self._state: AgentState | None = None
-        self._starts: torch.Tensor | None = None
+        self._obs: np.ndarray | None = None
+        self._state: State | None = None
+        self._starts: np.ndarray | None = None
         self._pending: _Step | None = None
         self._deferred = bool(getattr(env, "defer_reset", False))
 
@@ -60,44 +61,38 @@ class RolloutCollector:
         self.episodes_done = done
         obs = self.env.reset(self.seed_base + int(done.max(initial=0)) * self.env.n_envs)
         self.episodes_done[:] = done.max(initial=0)
-        self._obs = torch.from_numpy(np.asarray(obs, dtype=np.float32))
-        self._state = self.model.initial_state(self.env.n_envs, device="cpu")
-        self._starts = torch.ones(self.env.n_envs, dtype=torch.bool)
+        self._obs = np.ascontiguousarray(obs, dtype=np.float32)
+        self._state = self.policy.initial_state(self.env.n_envs)
+        self._starts = np.ones(self.env.n_envs, dtype=bool)
         self._pending = None
 
     def stream(self) -> dict[str, Any]:
         """Where this collector's seeded episodes and action sampler stand (checkpointed by the learner)."""
         return {"episodes_done": int(self.episodes_done.max(initial=0)), "at_boundary": self.at_episode_boundary,
-                "sampler_state": self.sampler.get_state().numpy().copy()}
+                "sampler_state": sampler_state(self.sampler)}
 
     def continue_stream(self, seed: int, stream: dict[str, Any]) -> None:
-        """Continue the episode sequence and sampler recorded by `stream` (fresh episodes start)."""
+        """Continue the episode sequence and sampler recorded by `stream` (fresh episodes start). A sampler state
+        that is not this sampler's raises `actor.sampler.SamplerStateError` before anything changes."""
+        if stream.get("sampler_state") is not None:
+            set_sampler_state(self.sampler, stream["sampler_state"])
         episodes = stream.get("episodes_done") or 0
         self.reset(seed, np.full(self.env.n_envs, int(episodes), dtype=np.int64))
-        if stream.get("sampler_state") is not None:
-            self.sampler.set_state(torch.from_numpy(np.array(stream["sampler_state"], dtype=np.uint8)))
 
     def finish_resets(self) -> None:
         """Run the env's pending (deferred) episode starts now and take their first observations."""
         if self._deferred and self.env.resets_pending:
-            self._obs = torch.from_numpy(np.asarray(self.env.finish_resets(), dtype=np.float32))
+            self._obs = np.ascontiguousarray(self.env.finish_resets(), dtype=np.float32)
 
     @property
     def at_episode_boundary(self) -> bool:
         """True when no step is pending, i.e. every env is about to start a fresh episode."""
         return self._pending is None
 
-    @torch.no_grad()
     def _act(self) -> _Step:
-        device = self.model.hop_distance.device
-        state = self._state
-        logits, new_state = self.model.step(self._obs.to(device), state.to(device), self._starts.to(device))
-        logits = logits.cpu()
-        actions = torch.multinomial(F.softmax(logits, dim=-1).reshape(-1, logits.shape[-1]), 1,
-                                    generator=self.sampler).reshape(logits.shape[:-1])
-        logp = F.log_softmax(logits, dim=-1).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-        value = self.model.value(new_state.h, actions.to(device)).cpu()
-        return _Step(self._obs, self._starts, state, new_state.to("cpu"), actions, logp, value)
+        u = self.sampler.random((self.env.n_envs, self.policy.n_agents))
+        out = self.policy.act(self._obs, self._starts, self._state, u)
+        return _Step(self._obs, self._starts, self._state, out.state, out.actions, out.logp, out.values)
 
     def collect(self, version: int = 0) -> tuple[Rollout, dict[str, Any]]:
         """Run one window; return it and its episode statistics (raw rewards, finished episode returns)."""
@@ -113,7 +108,7 @@ class RolloutCollector:
             actions.append(step.actions)
             logp.append(step.logp)
             values.append(step.value)
-            next_obs, reward, done, info = env.step(step.actions.numpy())
+            next_obs, reward, done, info = env.step(step.actions)
             done = np.asarray(done, dtype=bool)
             rewards.append(np.asarray(reward, dtype=np.float32))
             dones.append(done)
@@ -123,22 +118,21 @@ class RolloutCollector:
             self.episodes_done += done
             if self._deferred and done.any() and (t < n - 1 or not done.all()):
                 next_obs = env.finish_resets()  # acting on now: the new episodes' first observations
-            self._obs = torch.from_numpy(np.asarray(next_obs, dtype=np.float32))
+            self._obs = np.ascontiguousarray(next_obs, dtype=np.float32)
             self._state = step.new_state
-            self._starts = torch.from_numpy(done.copy())
+            self._starts = done.copy()
             if t < n - 1 or not done.all():
                 step = self._act()
         if dones[-1].all():
             self._pending = None
-            bootstrap = torch.zeros_like(values[0])
+            bootstrap = np.zeros_like(values[0])
         else:
             self._pending = step
-            bootstrap = step.value * torch.from_numpy(~dones[-1])[:, None]
+            bootstrap = step.value * (~dones[-1])[:, None]
         rollout = Rollout(
-            obs=torch.stack(obs).numpy(), actions=torch.stack(actions).numpy(),
-            rewards=np.stack(rewards), dones=np.stack(dones), starts=torch.stack(starts).numpy(),
-            values=torch.stack(values).numpy(), logp=torch.stack(logp).numpy(), bootstrap=bootstrap.numpy(),
-            h0=state0.h.numpy(), c0=state0.c.numpy(), fp0=state0.fp.numpy(), version=version)
+            obs=np.stack(obs), actions=np.stack(actions), rewards=np.stack(rewards), dones=np.stack(dones),
+            starts=np.stack(starts), values=np.stack(values), logp=np.stack(logp), bootstrap=bootstrap,
+            h0=state0.h, c0=state0.c, fp0=state0.fp, version=version)
         raw = rollout.rewards
         stats = {"env_steps": n * env.n_envs, "reward_mean": float(raw.mean()),
                  "episode_returns": finished, "violation_rate": violations / raw.size,

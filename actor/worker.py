@@ -20,18 +20,17 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 import zmq
 
 from actor.envs import make_vec_env
-from actor.groups import group_seed
+from actor.groups import group_sampler, group_seed
+from actor.policy import ActingPolicy
 from actor.rollout import RolloutCollector, window_meta
+from actor.sampler import SamplerStateError, sampler_state
 from common import wire
 from common.config import Config, config_digest
-from common.nets import build_model
 from common.rollout import Rollout
 from common.security import ClientSecurity, peer_endpoint
-from common.seeding import seed_everything
 from common.timers import StageTimer
 
 HEARTBEAT_S = 1.0
@@ -137,19 +136,18 @@ class _AsyncLink:
         self.from_broadcast = 0
         self.fetched = 0
 
-    def _apply(self, msg: wire.Message, model: torch.nn.Module, shapes: dict[str, tuple[int, ...]],
-               version: int) -> int:
+    def _apply(self, msg: wire.Message, policy: ActingPolicy, version: int) -> int:
         self.learner_version = max(self.learner_version, msg.weight_version)
         if msg.type != wire.WEIGHTS or msg.weight_version <= version:
             return version
         try:
-            return _load(model, msg, shapes)
+            return _load(policy, msg)
         except wire.WireError as exc:
             self.log.warning("ignored weights version %d (%s): %s", msg.weight_version, exc.reason,
                              exc.detail[:200])
             return version
 
-    def refresh(self, model: torch.nn.Module, shapes: dict[str, tuple[int, ...]], version: int) -> int:
+    def refresh(self, policy: ActingPolicy, version: int) -> int:
         """Heartbeat if due, read what has arrived without waiting, apply the newest weights; return the
         version now loaded. Raises StopRequested, or LearnerGone after a silent learner's timeout."""
         now = time.monotonic()
@@ -168,7 +166,7 @@ class _AsyncLink:
             if msg.type == wire.WEIGHTS:
                 self.asked = False
                 before = version
-                version = self._apply(msg, model, shapes, version)
+                version = self._apply(msg, policy, version)
                 self.fetched += version != before
             else:
                 self.learner_version = max(self.learner_version, msg.weight_version)
@@ -182,7 +180,7 @@ class _AsyncLink:
                 self.log.warning("dropped a weights broadcast (%s): %s", exc.reason, exc.detail[:200])
             else:
                 before = version
-                version = self._apply(msg, model, shapes, version)
+                version = self._apply(msg, policy, version)
                 self.from_broadcast += version != before
         if self.learner_version - version > self.max_lag and not self.asked:
             self.log.info("weights broadcast is behind (have %d, learner at %d); fetching the current weights",
@@ -201,15 +199,13 @@ class _AsyncLink:
 
 
 def _acting_setup(cfg: Config, actor_id: int) -> tuple[RolloutCollector, StageTimer, int]:
-    """Actor `actor_id`'s envs, policy copy and seeded collector (seeded as env group k of the local trainer),
-    with per-stage timers on its simulation and inference; returns (collector, timers, seed)."""
-    torch.set_num_threads(1)
+    """Actor `actor_id`'s envs, acting policy and seeded collector (seeded as env group k of the local
+    trainer), with per-stage timers on its simulation and inference; returns (collector, timers, seed). The
+    policy's weights are the learner's: they arrive before the first step."""
     seed = group_seed(cfg.train.seed, actor_id)
-    sampler = seed_everything(seed)
     env = make_vec_env(cfg.env, cfg.dist.envs_per_actor, defer_reset=True)  # warm-ups run while the learner updates
-    model = build_model(cfg.model, env.adjacency, env.obs_dim, env.n_actions)
-    model.eval()
-    collector = RolloutCollector(env, model, cfg.train.n_steps, sampler)
+    policy = ActingPolicy.for_model(cfg.model, env.adjacency, env.obs_dim, env.n_actions)
+    collector = RolloutCollector(env, policy, cfg.train.n_steps, group_sampler(cfg.train.seed, actor_id))
     collector.reset(seed)
     timers = StageTimer()  # per-stage seconds, sent as t_* in each rollout's meta
     timers.wrap(env, "step", "simulate")
@@ -224,8 +220,7 @@ def run_actor(cfg: Config, learner: str, actor_id: int, run_id: str, log: loggin
               security: ClientSecurity | None = None) -> int:
     """Serve as actor `actor_id` until the learner says stop (return 0); raise LearnerGone if it vanishes."""
     collector, timers, seed = _acting_setup(cfg, actor_id)
-    model, sampler, E = collector.model, collector.sampler, cfg.dist.envs_per_actor
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    policy, sampler, E = collector.policy, collector.sampler, cfg.dist.envs_per_actor
     sender = f"actor-{actor_id}"
     ctx = zmq.Context()
     control = _Control(ctx, learner, run_id, sender, timeout_s, log, max_msg_bytes, security)
@@ -246,7 +241,7 @@ def run_actor(cfg: Config, learner: str, actor_id: int, run_id: str, log: loggin
                               cfg.dist.max_policy_lag, log, max_msg_bytes)
             push.setsockopt(zmq.SNDTIMEO, int(1000 * timeout_s))  # a learner gone can't block us forever
         first = _continue_streams(hello, collector, seed, log, sender)
-        version = _load(model, control.request(wire.GET_WEIGHTS, {"min_version": first}, wire.WEIGHTS), shapes)
+        version = _load(policy, control.request(wire.GET_WEIGHTS, {"min_version": first}, wire.WEIGHTS))
         log.info("%s: %d envs, seed %d, weights version %d from %s", sender, E, seed, version, learner)
         timers.restart()
         sent = 0
@@ -262,13 +257,13 @@ def run_actor(cfg: Config, learner: str, actor_id: int, run_id: str, log: loggin
             collector.finish_resets()  # the learner needs no more of this window: warm up the next episodes
             if link is not None:  # async: never wait, act on with the newest weights that have arrived
                 with timers.stage("load"):
-                    version = link.refresh(model, shapes, version)
+                    version = link.refresh(policy, version)
                 continue
             control.send(wire.HEARTBEAT)
             with timers.stage("wait"):
                 reply = control.request(wire.GET_WEIGHTS, {"min_version": version + 1}, wire.WEIGHTS)
             with timers.stage("load"):
-                version = _load(model, reply, shapes)
+                version = _load(policy, reply)
         return 0
     except StopRequested:
         log.info("%s: stop received after version %s; exiting", sender, locals().get("version"))
@@ -298,24 +293,22 @@ def _continue_streams(hello: wire.Message, collector: RolloutCollector, seed: in
     if episodes or state is not None:
         try:
             collector.continue_stream(seed, {"episodes_done": episodes, "sampler_state": state})
-        except RuntimeError as exc:
+        except SamplerStateError as exc:
             log.warning("%s: the learner's sampler state does not fit (%s); keeping a fresh one", sender, exc)
-        else:
-            log.info("%s: continuing at episode %d of its seed stream", sender, episodes)
+            collector.continue_stream(seed, {"episodes_done": episodes})
+        log.info("%s: continuing at episode %d of its seed stream", sender, episodes)
     first = hello.meta.get("next_version", 0)
     return first if isinstance(first, int) and not isinstance(first, bool) and first >= 0 else 0
 
 
-def _with_sampler(rollout: Rollout, sampler: torch.Generator) -> dict[str, np.ndarray]:
+def _with_sampler(rollout: Rollout, sampler: np.random.Generator) -> dict[str, np.ndarray]:
     """The rollout's arrays plus the sampler state after the window (checkpointed by the learner)."""
-    return {**rollout.arrays(), wire.SAMPLER_STATE: sampler.get_state().numpy()}
+    return {**rollout.arrays(), wire.SAMPLER_STATE: sampler_state(sampler)}
 
 
-def _load(model: torch.nn.Module, msg: wire.Message, shapes: dict[str, tuple[int, ...]]) -> int:
-    """Validate a weights message against the model and load it; return its version. The received arrays
-    are copied straight into the model's parameters and buffers (one copy, no new tensors)."""
-    wire.validate_weights(msg, shapes)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():  # tensors sharing the parameters' storage
-            np.copyto(tensor.numpy(), msg.arrays[name], casting="same_kind")
+def _load(policy: ActingPolicy, msg: wire.Message) -> int:
+    """Validate a weights message against the policy's state_dict layout and load it; return its version.
+    The received arrays are copied straight into the policy's arrays (one copy)."""
+    wire.validate_weights(msg, policy.shapes)
+    policy.load(msg.arrays)
     return msg.weight_version

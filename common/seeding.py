@@ -11,12 +11,12 @@ import numpy as np
 import torch
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed the global generators; return a separate CPU generator for action sampling."""
+def seed_everything(seed: int) -> None:
+    """Seed the global generators (the networks' initial weights come from torch's). Action sampling uses
+    separate streams, one per env group or actor (`actor.groups.group_sampler`)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed + 1)
 
 
 def global_rng_state() -> dict[str, Any]:

@@ -15,12 +15,11 @@ from typing import Any
 import torch
 
 from actor.envs import agent_spec, make_vec_env
-from actor.groups import GroupedCollector, envs_per_group
 from common import config as config_mod
 from common.config import Config
 from common.errors import InputError
 from common.logs import setup_logging
-from common.nets import GraphActorCritic, build_model
+from common.nets import GraphActorCritic, build_model, weight_arrays
 from common.seeding import seed_everything
 from launch.provenance import provenance_header
 from learner.checkpoint import checkpoint_path
@@ -53,6 +52,10 @@ def train_local(cfg: Config, out_dir: str | Path, resume: bool = False, echo: bo
     """Train until cfg.train.steps environment steps; return a small summary. With `resume`, continue from
     out_dir/checkpoints/latest.pt (bit-identical to an uninterrupted run when checkpoints fall on episode
     boundaries, as with the default n_steps = episode length)."""
+    # the acting path (its Numba kernel) only here: the learner service shares `prepare_run`, not acting
+    from actor.groups import GroupedCollector, envs_per_group
+    from actor.policy import ActingPolicy
+
     latest, model = prepare_run(cfg, out_dir, resume)
     log = setup_logging(Path(out_dir) / "logs" / "learner.log", "learner", echo=echo)
     tc = cfg.train
@@ -60,10 +63,14 @@ def train_local(cfg: Config, out_dir: str | Path, resume: bool = False, echo: bo
     # auto-resets give the same data as immediate ones (the next collect runs the pending warm-ups first)
     per_group = envs_per_group(tc.num_envs, tc.env_groups)
     envs = [make_vec_env(cfg.env, per_group, defer_reset=True) for _ in range(tc.env_groups)]
-    collector = GroupedCollector(envs, model, tc.n_steps, tc.seed)
+    policy = ActingPolicy.for_model(cfg.model, envs[0].adjacency, envs[0].obs_dim, envs[0].n_actions)
+    collector = GroupedCollector(envs, policy, tc.n_steps, tc.seed)
     core = LearnerCore(cfg, model, out_dir, log, streams=collector.streams, progress=progress)
     if resume:
-        collector.continue_streams(core.restore(read_checkpoint(latest)))
+        fresh = collector.continue_streams(core.restore(read_checkpoint(latest)))
+        if fresh:
+            log.warning("env groups %s: the checkpoint's sampler state is not a PCG64 stream (an older version's); "
+                        "they sample from a fresh stream", fresh)
     else:
         collector.reset()
     log.info("config %s", cfg.to_dict())
@@ -72,7 +79,7 @@ def train_local(cfg: Config, out_dir: str | Path, resume: bool = False, echo: bo
              tc.device)
     with core:
         while not core.done:
-            model.eval()
+            policy.load(weight_arrays(model))  # the actors' acting path, on the weights just learned
             batch, windows = collector.collect(version=core.updates)
             stats = core.learn(batch)
             core.record(stats, batch, windows, lags=[0])

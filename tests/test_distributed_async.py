@@ -22,9 +22,11 @@ import zmq
 from wire_helpers import forged_rollout
 
 from actor.envs import make_vec_env
+from actor.policy import ActingPolicy
 from actor.rollout import RolloutCollector
+from actor.sampler import action_sampler
 from common.config import load_config
-from common.nets import build_model
+from common.nets import build_model, weight_arrays
 from launch.dist import build_learner
 from learner.returns import learning_rewards, nstep_returns, vtrace
 from learner.update import make_optimizer, update
@@ -92,7 +94,9 @@ def test_async_update_with_zero_lag_is_the_sync_update_up_to_rounding():
     for _ in range(2):
         torch.manual_seed(5)
         models.append(build_model(cfg.model, env.adjacency, env.obs_dim, env.n_actions))
-    collector = RolloutCollector(env, models[0], 20, torch.Generator().manual_seed(5))
+    policy = ActingPolicy.for_model(cfg.model, env.adjacency, env.obs_dim, env.n_actions)
+    policy.load(weight_arrays(models[0]))
+    collector = RolloutCollector(env, policy, 20, action_sampler(5))
     collector.reset(5)
     rollout, _ = collector.collect()
     stats = [update(m, make_optimizer(m, cfg.train), rollout, cfg.train, off_policy=flag)
@@ -175,8 +179,7 @@ def test_actor_fetches_weights_when_the_broadcast_fell_behind(tmp_path):
     cfg = load_config("configs/ia2c.toml", ["dist.mode=async", "dist.actors=1", "dist.max_policy_lag=2"])
     service = build_learner(cfg, tmp_path, "async-run", free_ports=True)
     env = make_vec_env(cfg.env, 1)
-    model = build_model(cfg.model, env.adjacency, env.obs_dim, env.n_actions)
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    policy = ActingPolicy.for_model(cfg.model, env.adjacency, env.obs_dim, env.n_actions)
     ctx = zmq.Context()
     log = actor_logger(str(tmp_path), 0)
     control = _Control(ctx, service.endpoints["control"], "async-run", "actor-0", 10.0, log, 1 << 24)
@@ -185,7 +188,7 @@ def test_actor_fetches_weights_when_the_broadcast_fell_behind(tmp_path):
         service.core.updates = 4  # four updates whose broadcasts this actor never saw
         version, deadline = 0, time.monotonic() + 10
         while version == 0 and time.monotonic() < deadline:
-            version = link.refresh(model, shapes, version)
+            version = link.refresh(policy, version)
             service.poll(20)
             link.next_beat = 0.0  # heartbeat on every call, to keep the test short
         assert version == 4 and link.fetched == 1 and link.from_broadcast == 0
@@ -193,7 +196,7 @@ def test_actor_fetches_weights_when_the_broadcast_fell_behind(tmp_path):
         service.stop_actors(grace_s=0.2)
         with pytest.raises(StopRequested):
             for _ in range(100):
-                link.refresh(model, shapes, version)
+                link.refresh(policy, version)
                 time.sleep(0.01)
     finally:
         link.close()

@@ -202,9 +202,11 @@ def test_deferred_reset_refuses_to_step_until_resets_are_finished() -> None:
 def test_rollout_collector_gives_identical_windows_with_deferred_resets(n_steps: int) -> None:
     import torch
 
+    from actor.policy import ActingPolicy
     from actor.rollout import RolloutCollector
+    from actor.sampler import action_sampler
     from common.config import load_config
-    from common.nets import build_model
+    from common.nets import build_model, weight_arrays
 
     cfg = load_config("configs/powernet.toml")
     kw = {"disturbance": "walk", "noise_std": 0.02, "smoothing_beta": 0.2}
@@ -213,7 +215,9 @@ def test_rollout_collector_gives_identical_windows_with_deferred_resets(n_steps:
         env = VecMicrogridEnv("microgrid-6", 2, defer_reset=defer, **kw)
         torch.manual_seed(0)
         model = build_model(cfg.model, env.adjacency, env.obs_dim, env.n_actions)
-        col = RolloutCollector(env, model, n_steps, torch.Generator().manual_seed(3))
+        policy = ActingPolicy.for_model(cfg.model, env.adjacency, env.obs_dim, env.n_actions)
+        policy.load(weight_arrays(model))
+        col = RolloutCollector(env, policy, n_steps, action_sampler(3))
         col.reset(7)
         out = []
         for k in range(4):
