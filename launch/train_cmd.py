@@ -49,8 +49,6 @@ def train(config_path: str | None, system: str | None, mode: str, actors: int | 
     if actor_flags and mode == "local":
         raise InputError(f"{' and '.join(actor_flags)} need distributed training: add --mode sync or --mode "
                          f"async (--mode local runs one process and has no actors)")
-    from launch.local_trainer import train_local
-
     if config_path is None:
         if not resume:
             raise InputError("missing -c/--config (e.g. -c configs/powernet.toml)")
@@ -84,6 +82,8 @@ def train(config_path: str | None, system: str | None, mode: str, actors: int | 
             click.echo(f"error: {first} (see {Path(out_dir) / 'logs'})", err=True)
             raise SystemExit(1) from None
     else:
+        from launch.local_trainer import train_local  # torch: only the process that trains imports it
+
         with display:
             summary = train_local(cfg, out_dir, resume=resume, echo=echo, progress=display.update)
     click.echo(json.dumps(summary))
