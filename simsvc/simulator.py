@@ -175,6 +175,11 @@ class GridBatch:
                             delta_rad=delta.copy(), io_dq_a=io_dq, io_DQ_a=io_DQ,
                             vb_DQ_v=self._vb[:, s.dg_bus, :].copy())
 
+    def bus_voltages_dq(self) -> np.ndarray:
+        """Every bus's voltage in the common frame, [E, n_bus, 2] (V), at the current state."""
+        self.measure()
+        return self._vb.copy()
+
     def trace_samples(self, envs: np.ndarray) -> list[tuple]:
         """One trace row per env in `envs`: (t_s, v_pu, p_w, q_var, f_hz, vn_v) at the current state."""
         m = self.measure()
