@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "fit-baselines": "launch.fit_cmd:fit_baselines",
 }
 BENCH_COMMANDS: dict[str, str] = {
+    "act": "launch.bench_act:bench_act",
     "sim": "launch.bench_sim:bench_sim",
     "learner": "launch.train_cmd:bench_learner",
     "system": "launch.bench_system:bench_system",
