@@ -39,6 +39,8 @@ STUDY_KEYS: dict[str, tuple[type, Any, bool, str]] = {
                "base config of a run; {algorithm}, {system} and {short} (e.g. mg6 for microgrid-6) are filled "
                "in; the run's env.system is always the study's system"),
     "set": (list, [], False, "overrides applied to every run, as `--set` strings"),
+    "preset": (str, "", False, "training preset of every run (paper, tuned or a preset file; configs/presets/); "
+               "study.set overrides it"),
     "eval_episodes": (int, 20, False, "greedy evaluation episodes per run"),
     "eval_seed": (int, 2000, False, "first evaluation seed; episode k uses eval_seed + 25 k"),
     "controllers": (list, ["droop", "secondary", "local", "oracle"], False,
@@ -295,6 +297,13 @@ def _add_runs(study: Study, where: str) -> None:
             study.procs_per_run = max(study.procs_per_run, 1 + cfg.dist.actors)
 
 
+def _preset_sets(preset: str) -> list[str]:
+    """A study's preset as `--set` strings (none without one)."""
+    from launch.presets import preset_overrides
+
+    return preset_overrides(preset) if preset else []
+
+
 def _check_fitted(systems: Sequence[str], controllers: Sequence[str], where: str) -> None:
     """Fitted baselines need their fitted set-points: say so before any run starts, not at the end."""
     from simsvc.controllers import FITTED, fitted_setpoints
@@ -324,7 +333,8 @@ def load_study(path: str | Path) -> Study:
     study = Study(
         name=values["name"] or path.stem, path=path, algorithms=algorithms, systems=systems, seeds=seeds,
         steps=values["steps"], mode=values["mode"], jobs=values["jobs"], threads=values["threads"],
-        config=values["config"], common_set=values["set"], eval_episodes=values["eval_episodes"],
+        config=values["config"], common_set=[*_preset_sets(values["preset"]), *values["set"]],
+        eval_episodes=values["eval_episodes"],
         eval_seed=values["eval_seed"], controllers=controllers, progress_every_s=values["progress_every_s"],
         override_sets=_override_sets(doc, where))
     _add_runs(study, where)

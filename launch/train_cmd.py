@@ -24,6 +24,8 @@ def system_argument(system: str) -> str:
               help="TOML config, e.g. configs/powernet.toml (with --resume: the run's config.toml)")
 @click.option("--system", help="the grid: a shipped system's name (microgrid-6, microgrid-20, ...) or the path of a "
               "system TOML file (overrides env.system)")
+@click.option("--preset", help="a training recipe applied to every algorithm alike: paper (the original) or tuned "
+              "(configs/presets/NAME.toml), or a preset file; its keys override the config file, --set overrides it")
 @click.option("--mode", type=click.Choice(["local", "sync", "async"]), default="local", show_default=True,
               help="local: one process steps the envs and updates (the reference trainer); sync: a learner "
               "and --actors actor processes, exactly on-policy; async: actors never wait, lag-bounded "
@@ -39,8 +41,8 @@ def system_argument(system: str) -> str:
               show_default=True, help="auto: a progress bar on a terminal, plain lines every train.log_every "
               "updates otherwise")
 @exit_on_user_error
-def train(config_path: str | None, system: str | None, mode: str, actors: int | None, envs_per_actor: int | None,
-          steps: int | None, out_dir: str, overrides: tuple[str, ...],
+def train(config_path: str | None, system: str | None, preset: str | None, mode: str, actors: int | None,
+          envs_per_actor: int | None, steps: int | None, out_dir: str, overrides: tuple[str, ...],
           device: str | None, resume: bool, progress_style: str) -> None:
     """Train an algorithm on a system and write the run directory."""
     # --mode defaults to local, which has no actors: refuse rather than silently train in one process.
@@ -53,7 +55,9 @@ def train(config_path: str | None, system: str | None, mode: str, actors: int | 
         if not resume:
             raise InputError("missing -c/--config (e.g. -c configs/powernet.toml)")
         config_path = str(Path(out_dir) / "config.toml")
-    extra = list(overrides)
+    from launch.presets import preset_overrides
+
+    extra = [*(preset_overrides(preset) if preset else []), *overrides]
     if system is not None:
         extra.append(f"env.system={json.dumps(system_argument(system))}")
     if steps is not None:
