@@ -16,7 +16,13 @@ for a header), and array frames are only ever interpreted as one of six plain nu
 
 `decode` checks every field and raises `WireError` with a short machine-readable ``reason`` (one of
 `REASONS`), so a service can log, count by reason and drop a bad message and keep serving. The checks run
-in a fixed order and the first failure wins.
+in a fixed order and the first failure wins. `validate_rollout` then checks a rollout's layout, and every
+float array against the run's value ranges (`RolloutSpec.bounds`: "out_of_range"), and
+`validate_rollout_meta` the meta fields the learner reads ("bad_meta").
+
+The protocol lives in three modules, all reached through this one: `common.wire_types` (message types,
+dtypes, reasons, limits, `Message`), `common.wire_schema` (rollout layout, value ranges, meta schema,
+weights check) and this module (framing, encoding, decoding, sockets).
 
 Rollout array layout (T = n_steps, E = envs of the actor, N = agents, O = obs width, A = actions,
 H = LSTM width), the same names and shapes as `common.rollout.Rollout`, so
@@ -49,127 +55,68 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import numpy as np
 import zmq
 
+from common.wire_schema import (
+    GENERIC_ABS_MAX,
+    LOGP_MIN,
+    MAX_SAMPLER_STATE_BYTES,
+    MAX_TIMER_S,
+    ROLLOUT_META,
+    SAMPLER_STATE,
+    TIMER_PREFIX,
+    RolloutSpec,
+    RunBounds,
+    default_bounds,
+    validate_rollout,
+    validate_rollout_meta,
+    validate_weights,
+)
+from common.wire_types import (
+    ALLOWED_DTYPES,
+    DEFAULT_LIMITS,
+    GET_WEIGHTS,
+    HEADER_KEYS,
+    HEARTBEAT,
+    HELLO,
+    INT_MAX,
+    MESSAGE_TYPES,
+    PROTOCOL_VERSION,
+    REASONS,
+    ROLLOUT,
+    SEQ_MAX,
+    STATS,
+    STOP,
+    WEIGHTS,
+    Frame,
+    Message,
+    MetaValue,
+    WireError,
+    WireLimits,
+    is_int,
+    wire_dtype_name,
+)
+
 if TYPE_CHECKING:
     import torch
 
-PROTOCOL_VERSION = 1
-
-# Message types. Plain strings so they go on the wire as they are and compare cheaply.
-HELLO = "hello"
-ROLLOUT = "rollout"
-WEIGHTS = "weights"
-GET_WEIGHTS = "get_weights"
-HEARTBEAT = "heartbeat"
-STATS = "stats"
-STOP = "stop"
-MESSAGE_TYPES: frozenset[str] = frozenset({HELLO, ROLLOUT, WEIGHTS, GET_WEIGHTS, HEARTBEAT, STATS, STOP})
-
-# Wire dtype name -> numpy dtype. Little-endian is part of the protocol; bool is one byte of 0 or 1.
-ALLOWED_DTYPES: dict[str, np.dtype] = {
-    "float32": np.dtype("<f4"),
-    "float64": np.dtype("<f8"),
-    "int32": np.dtype("<i4"),
-    "int64": np.dtype("<i8"),
-    "uint8": np.dtype("u1"),
-    "bool": np.dtype("?"),
-}
-
-HEADER_KEYS: frozenset[str] = frozenset(
-    {"type", "proto", "run_id", "sender", "seq", "weight_version", "meta", "arrays"})
-
-# Every reason a WireError can carry; services can pre-create one drop counter per entry.
-REASONS: frozenset[str] = frozenset({
-    "not_msgpack",       # frame 0 does not unpack under the safe options (garbage, truncated, ext types)
-    "bad_header",        # header not a map, missing/extra keys, a field of the wrong type or range
-    "bad_version",       # protocol version other than PROTOCOL_VERSION
-    "foreign_run",       # run id other than the expected one
-    "unknown_type",      # message type not in MESSAGE_TYPES
-    "bad_dtype",         # dtype outside the allow-list, or not the one the schema needs
-    "size_mismatch",     # an array frame's byte length differs from prod(shape) * itemsize
-    "too_many_frames",   # more frames than arrays declared
-    "missing_frames",    # fewer frames than arrays declared (or no frame at all)
-    "oversized",         # header, one array or the whole message beyond the limits
-    "non_finite",        # NaN or inf in a float array or a float meta field
-    "bad_value",         # a value out of its range (bool byte not 0/1, action outside 0..A-1)
-    "wrong_type",        # a schema validator got a message of another type
-    "missing_array",     # a schema validator did not find a required array
-    "unexpected_array",  # a schema validator found an array it does not know
-    "bad_shape",         # an array's shape differs from the schema (agent count, obs width, ...)
-})
-
-_INT_MAX = (1 << 63) - 1
-_SEQ_MAX = (1 << 64) - 1
-
-Frame: TypeAlias = bytes | bytearray | memoryview | np.ndarray | zmq.Frame
-MetaValue: TypeAlias = None | bool | int | float | str
-
-
-class WireError(ValueError):
-    """A message that cannot be sent or was rejected on receipt; ``reason`` is for counting, ``detail`` for logs."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        if reason not in REASONS:
-            raise ValueError(f"unknown WireError reason {reason!r}")
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-@dataclass(frozen=True)
-class WireLimits:
-    """Bounds a receiver enforces before it trusts a header, so a hostile peer cannot make it allocate much.
-
-    ZMQ_MAXMSGSIZE (see `configure_socket`) caps every frame inside libzmq; these limits also cap the header
-    and the sum over all frames of one message.
-    """
-
-    max_header_bytes: int = 1 << 20
-    max_arrays: int = 4096
-    max_rank: int = 8
-    max_name_len: int = 256
-    max_id_len: int = 128
-    max_meta_items: int = 64
-    max_meta_str_len: int = 1024
-    max_total_bytes: int = 1 << 30
-    check_finite: bool = True
-
-
-DEFAULT_LIMITS = WireLimits()
-
-
-@dataclass(kw_only=True)
-class Message:
-    """One decoded (or to-be-encoded) message. Arrays decoded from the wire are read-only views of the frames."""
-
-    type: str
-    version: int = PROTOCOL_VERSION
-    run_id: str
-    sender: str
-    seq: int = 0
-    weight_version: int = 0
-    meta: dict[str, MetaValue] = field(default_factory=dict)
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+# Re-exported: the whole protocol is reached as `common.wire.X`.
+__all__ = [
+    "ALLOWED_DTYPES", "DEFAULT_LIMITS", "GENERIC_ABS_MAX", "GET_WEIGHTS", "HEADER_KEYS", "HEARTBEAT", "HELLO",
+    "LOGP_MIN", "MAX_SAMPLER_STATE_BYTES", "MAX_TIMER_S", "MESSAGE_TYPES", "PROTOCOL_VERSION", "REASONS",
+    "ROLLOUT", "ROLLOUT_META", "SAMPLER_STATE", "STATS", "STOP", "TIMER_PREFIX", "WEIGHTS", "Frame", "Message",
+    "MetaValue", "RolloutSpec", "RunBounds", "WireError", "WireLimits", "arrays_to_state_dict",
+    "configure_socket", "decode", "default_bounds", "encode", "is_int", "recv", "recv_routed", "send", "send_routed",
+    "state_dict_to_arrays", "validate_rollout", "validate_rollout_meta", "validate_weights",
+]
 
 
 # ----------------------------------------------------------------------------------------------------------
 # encoding
-
-
-def _wire_dtype_name(name: str, arr: np.ndarray) -> str:
-    """The allow-list name of an array's dtype, or a clear WireError (object arrays never reach the wire)."""
-    dt = arr.dtype
-    for wire_name, allowed in ALLOWED_DTYPES.items():
-        if dt.kind == allowed.kind and dt.itemsize == allowed.itemsize:
-            return wire_name
-    raise WireError("bad_dtype", f"array {name!r} has dtype {dt} which cannot be sent; allowed: "
-                    f"{', '.join(ALLOWED_DTYPES)}")
 
 
 def _meta_scalar(key: str, value: Any) -> MetaValue:
@@ -198,8 +145,8 @@ def encode(msg: Message) -> list[bytes | memoryview | np.ndarray]:
     for name, value in (("run_id", msg.run_id), ("sender", msg.sender)):
         if not isinstance(value, str) or not value:
             raise WireError("bad_header", f"{name} must be a non-empty str, got {value!r}")
-    for name, value, high in (("version", msg.version, _INT_MAX), ("seq", msg.seq, _SEQ_MAX),
-                              ("weight_version", msg.weight_version, _INT_MAX)):
+    for name, value, high in (("version", msg.version, INT_MAX), ("seq", msg.seq, SEQ_MAX),
+                              ("weight_version", msg.weight_version, INT_MAX)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 0 <= int(value) <= high:
             raise WireError("bad_header", f"{name} must be an int in 0..{high}, got {value!r}")
     meta = {}
@@ -213,7 +160,7 @@ def encode(msg: Message) -> list[bytes | memoryview | np.ndarray]:
         if not isinstance(name, str) or not name:
             raise WireError("bad_header", f"array names must be non-empty str, got {name!r}")
         arr = np.asarray(arr)
-        wire_name = _wire_dtype_name(name, arr)
+        wire_name = wire_dtype_name(name, arr)
         target = ALLOWED_DTYPES[wire_name]
         if arr.dtype != target:  # same kind and size, other byte order: make it little-endian
             arr = arr.astype(target)
@@ -246,9 +193,6 @@ def _unpack_header(data: memoryview, limits: WireLimits) -> Any:
         raise WireError("not_msgpack", f"header frame does not unpack: {exc}") from None
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
 
 def _check_str(name: str, value: Any, max_len: int, allow_empty: bool = False) -> str:
     if not isinstance(value, str) or len(value) > max_len or (not value and not allow_empty):
@@ -258,7 +202,7 @@ def _check_str(name: str, value: Any, max_len: int, allow_empty: bool = False) -
 
 
 def _check_int(name: str, value: Any, high: int) -> int:
-    if not _is_int(value) or not 0 <= value <= high:
+    if not is_int(value) or not 0 <= value <= high:
         raise WireError("bad_header", f"{name} must be an int in 0..{high}, got {str(value)[:40]!r}")
     return value
 
@@ -297,7 +241,7 @@ def _check_array_specs(specs: Any, limits: WireLimits) -> list[tuple[str, np.dty
             raise WireError("bad_dtype", f"array {name!r} has dtype {str(dtype_name)[:40]!r}; allowed: "
                             f"{', '.join(ALLOWED_DTYPES)}")
         dtype = ALLOWED_DTYPES[dtype_name]
-        if not isinstance(shape, list) or len(shape) > limits.max_rank or not all(_is_int(d) for d in shape):
+        if not isinstance(shape, list) or len(shape) > limits.max_rank or not all(is_int(d) for d in shape):
             raise WireError("bad_header", f"array {name!r} shape must be a list of at most {limits.max_rank} ints")
         if any(d < 0 for d in shape):
             raise WireError("bad_header", f"array {name!r} has a negative dimension: {shape}")
@@ -339,14 +283,14 @@ def decode(frames: Sequence[Frame], expected_run_id: str | None = None,
     if not isinstance(header, dict):
         raise WireError("bad_header", f"header must be a map, got {type(header).__name__}")
     proto = header.get("proto")
-    if _is_int(proto) and proto != PROTOCOL_VERSION:
+    if is_int(proto) and proto != PROTOCOL_VERSION:
         raise WireError("bad_version", f"protocol version {proto}, this side speaks {PROTOCOL_VERSION}")
     keys = set(header)
     if keys != HEADER_KEYS:
         missing = sorted(HEADER_KEYS - keys)
         extra = sorted(str(k)[:40] for k in keys - HEADER_KEYS)
         raise WireError("bad_header", f"header keys: missing {missing}, unexpected {extra}")
-    if not _is_int(proto):
+    if not is_int(proto):
         raise WireError("bad_header", f"proto must be an int, got {type(proto).__name__}")
     run_id = _check_str("run_id", header["run_id"], limits.max_id_len)
     if expected_run_id is not None and run_id != expected_run_id:
@@ -355,8 +299,8 @@ def decode(frames: Sequence[Frame], expected_run_id: str | None = None,
     if msg_type not in MESSAGE_TYPES:
         raise WireError("unknown_type", f"message type {msg_type!r}")
     sender = _check_str("sender", header["sender"], limits.max_id_len)
-    seq = _check_int("seq", header["seq"], _SEQ_MAX)
-    weight_version = _check_int("weight_version", header["weight_version"], _INT_MAX)
+    seq = _check_int("seq", header["seq"], SEQ_MAX)
+    weight_version = _check_int("weight_version", header["weight_version"], INT_MAX)
     meta = _check_meta(header["meta"], limits)
     specs = _check_array_specs(header["arrays"], limits)
 
@@ -384,135 +328,7 @@ def decode(frames: Sequence[Frame], expected_run_id: str | None = None,
                    weight_version=weight_version, meta=meta, arrays=arrays)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# payload schemas
 
-
-@dataclass(frozen=True)
-class RolloutSpec:
-    """The exact rollout shapes a run accepts, from its config and environment (see the module docstring).
-
-    ``n_envs`` fixes the env axis when set; otherwise any E in 1..``max_envs`` is accepted (the same E in every
-    array). ``hidden`` / ``fp_dim`` are the widths of the recurrent state (h0, c0) and fingerprint (fp0) sent
-    at rollout start; None means the run's networks have none and the arrays must be absent.
-    """
-
-    n_agents: int
-    obs_dim: int
-    n_actions: int
-    n_steps: int
-    max_envs: int = 1024
-    n_envs: int | None = None
-    hidden: int | None = None
-    fp_dim: int | None = None
-
-    def layout(self, n_envs: int) -> dict[str, tuple[tuple[int, ...], str]]:
-        """Required array name -> (shape, wire dtype name) for a rollout of ``n_envs`` environments."""
-        t, e, n = self.n_steps, n_envs, self.n_agents
-        out = {
-            "obs": ((t, e, n, self.obs_dim), "float32"),
-            "actions": ((t, e, n), "int64"),
-            "rewards": ((t, e, n), "float32"),
-            "dones": ((t, e), "bool"),
-            "starts": ((t, e), "bool"),
-            "values": ((t, e, n), "float32"),
-            "logp": ((t, e, n), "float32"),
-            "bootstrap": ((e, n), "float32"),
-        }
-        if self.hidden is not None:
-            out["h0"] = ((e, n, self.hidden), "float32")
-            out["c0"] = ((e, n, self.hidden), "float32")
-        if self.fp_dim is not None:
-            out["fp0"] = ((e, n, self.fp_dim), "float32")
-        return out
-
-
-# Optional rollout array: the actor's sampler state after the window (see the module docstring).
-SAMPLER_STATE = "sampler_state"
-MAX_SAMPLER_STATE_BYTES = 1 << 16
-
-_AXIS_NAMES = {"obs": "TENO", "actions": "TEN", "rewards": "TEN", "dones": "TE", "starts": "TE",
-               "values": "TEN", "logp": "TEN", "bootstrap": "EN", "h0": "ENH", "c0": "ENH", "fp0": "ENF"}
-_AXIS_WORDS = {"T": "steps", "E": "envs", "N": "agents", "O": "obs width", "H": "hidden width",
-               "F": "fingerprint width"}
-
-
-def _check_finite(arrays: Mapping[str, np.ndarray]) -> None:
-    for name, arr in arrays.items():
-        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-            raise WireError("non_finite", f"array {name!r} holds NaN or inf")
-
-
-def validate_rollout(msg: Message, spec: RolloutSpec) -> None:
-    """Check a rollout against the run's exact layout, value ranges and finiteness; raise WireError if not."""
-    if msg.type != ROLLOUT:
-        raise WireError("wrong_type", f"expected a {ROLLOUT} message, got {msg.type!r}")
-    arrays = msg.arrays
-    if "actions" not in arrays:
-        raise WireError("missing_array", "rollout has no 'actions' array")
-    actions = arrays["actions"]
-    if actions.ndim != 3:
-        raise WireError("bad_shape", f"actions must be [T, E, N], got shape {list(actions.shape)}")
-    n_envs = actions.shape[1]
-    if spec.n_envs is not None and n_envs != spec.n_envs:
-        raise WireError("bad_shape", f"rollout has {n_envs} envs, the run uses {spec.n_envs}")
-    if not 1 <= n_envs <= spec.max_envs:
-        raise WireError("bad_shape", f"rollout has {n_envs} envs, allowed 1..{spec.max_envs}")
-    layout = spec.layout(n_envs)
-    missing = [name for name in layout if name not in arrays]
-    if missing:
-        raise WireError("missing_array", f"rollout lacks {missing}")
-    extra = [name for name in arrays if name not in layout and name != SAMPLER_STATE]
-    if extra:
-        raise WireError("unexpected_array", f"rollout has unknown arrays {extra[:8]}")
-    if SAMPLER_STATE in arrays:
-        state = arrays[SAMPLER_STATE]
-        if state.dtype != ALLOWED_DTYPES["uint8"]:
-            raise WireError("bad_dtype", f"{SAMPLER_STATE} must be uint8, got {state.dtype}")
-        if state.ndim != 1 or not 0 < state.size <= MAX_SAMPLER_STATE_BYTES:
-            raise WireError("bad_shape", f"{SAMPLER_STATE} must be 1-D with 1..{MAX_SAMPLER_STATE_BYTES} "
-                            f"bytes, got shape {list(state.shape)}")
-    for name, (shape, dtype_name) in layout.items():
-        arr = arrays[name]
-        if arr.dtype != ALLOWED_DTYPES[dtype_name]:
-            raise WireError("bad_dtype", f"{name} must be {dtype_name}, got {arr.dtype}")
-        if arr.shape != shape:
-            axes = _AXIS_NAMES[name]
-            if arr.ndim != len(shape):
-                raise WireError("bad_shape", f"{name} must be [{', '.join(axes)}] = {list(shape)}, "
-                                f"got {list(arr.shape)}")
-            axis = next(i for i, (got, want) in enumerate(zip(arr.shape, shape, strict=True)) if got != want)
-            raise WireError("bad_shape", f"{name} axis {axes[axis]} ({_AXIS_WORDS[axes[axis]]}): expected "
-                            f"{shape[axis]}, got {arr.shape[axis]}")
-    if actions.size and (actions.min() < 0 or actions.max() >= spec.n_actions):
-        raise WireError("bad_value", f"actions outside 0..{spec.n_actions - 1}: min {actions.min()}, "
-                        f"max {actions.max()}")
-    _check_finite(arrays)
-
-
-def validate_weights(msg: Message, expected_shapes: Mapping[str, Sequence[int]] | None = None) -> None:
-    """Check a weights message: a version >= 0, at least one array, all finite, and the model's names and
-    shapes when ``expected_shapes`` is given, so a bad broadcast never reaches `load_state_dict`."""
-    if msg.type != WEIGHTS:
-        raise WireError("wrong_type", f"expected a {WEIGHTS} message, got {msg.type!r}")
-    if not _is_int(msg.weight_version) or msg.weight_version < 0:
-        raise WireError("bad_header", f"weight_version must be an int >= 0, got {msg.weight_version!r}")
-    if not msg.arrays:
-        raise WireError("missing_array", "weights message carries no arrays")
-    for name, arr in msg.arrays.items():
-        _wire_dtype_name(name, arr)
-    if expected_shapes is not None:
-        missing = [name for name in expected_shapes if name not in msg.arrays]
-        if missing:
-            raise WireError("missing_array", f"weights lack {missing[:8]}")
-        extra = [name for name in msg.arrays if name not in expected_shapes]
-        if extra:
-            raise WireError("unexpected_array", f"weights have unknown arrays {extra[:8]}")
-        for name, shape in expected_shapes.items():
-            if msg.arrays[name].shape != tuple(shape):
-                raise WireError("bad_shape", f"weight {name!r}: expected {list(shape)}, "
-                                f"got {list(msg.arrays[name].shape)}")
-    _check_finite(msg.arrays)
 
 
 def state_dict_to_arrays(state_dict: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
