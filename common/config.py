@@ -70,6 +70,11 @@ class TrainConfig:
     lr_schedule: str = _opt("constant", "constant, or linear decay to 0 at train.steps",
                             choices=("constant", "linear"))
     max_grad_norm: float = _opt(40.0, "global gradient-norm clip over all agents (0 disables)", low=0.0)
+    skip_grad_norm: float = _opt(1e6, "skip an update (no optimiser step, parameters and optimiser state kept) "
+                                 "whose loss is NaN/inf or whose gradient norm before clipping is NaN/inf or "
+                                 "above this; healthy updates stay far below (0: skip only NaN/inf)", low=0.0)
+    max_skipped_updates: int = _opt(10, "stop the run with an error after this many skipped updates in a row",
+                                    low=1)
     value_coef: float = _opt(0.5, "value-loss coefficient c_v", low=0.0)
     entropy_coef: float = _opt(0.01, "entropy-bonus coefficient c_e", low=0.0)
     reward_norm: float = _opt(2.5, "rewards are divided by this before learning", low=1e-12)

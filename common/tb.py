@@ -17,7 +17,8 @@ class ScalarWriter(Protocol):
 TB_GROUPS = {"reward_mean": "charts", "episode_return": "charts", "episodes": "charts",
              "violation_rate": "charts", "diverged": "charts", "lr": "charts",
              "loss": "losses", "policy_loss": "losses", "value_loss": "losses", "entropy": "losses",
-             "grad_norm": "losses", "update": "system", "wall_s": "system", "policy_lag": "system"}
+             "grad_norm": "losses", "update": "system", "wall_s": "system", "policy_lag": "system",
+             "skipped_updates": "system", "dropped": "system"}
 
 
 def log_scalars(tb: ScalarWriter, row: dict[str, Any], step: int) -> None:

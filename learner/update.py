@@ -9,6 +9,8 @@ term is PPO's clipped surrogate and the batch is used for train.ppo_epochs steps
 
 from __future__ import annotations
 
+import copy
+import math
 from typing import NamedTuple
 
 import torch
@@ -145,17 +147,37 @@ def set_learning_rate(optimiser: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+def _snapshot(model: GraphActorCritic, optimiser: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """Copies of the parameters and optimiser state, to undo a multi-epoch update whose later epoch fails."""
+    return ({k: v.detach().clone() for k, v in model.state_dict().items()}, copy.deepcopy(optimiser.state_dict()))
+
+
+def _safe(loss: torch.Tensor, grad_norm: torch.Tensor, cfg: TrainConfig) -> bool:
+    """Whether an optimiser step on these gradients may run: a finite loss and a finite gradient norm (before
+    clipping) no larger than train.skip_grad_norm (0: any finite norm)."""
+    norm = float(grad_norm)
+    return (bool(torch.isfinite(loss)) and math.isfinite(norm)
+            and (cfg.skip_grad_norm == 0 or norm <= cfg.skip_grad_norm))
+
+
 def update(model: GraphActorCritic, optimiser: torch.optim.Optimizer, rollout: Rollout, cfg: TrainConfig,
            off_policy: bool = False) -> dict[str, float]:
     """One learner update from one batch; returns scalar statistics (losses are per-agent means).
 
     `off_policy` (async mode) corrects an a2c update with V-trace (`vtrace_losses`); PPO keeps its own
-    correction, the clipped ratio to the acting policy, so it ignores the flag."""
+    correction, the clipped ratio to the acting policy, so it ignores the flag.
+
+    An update applies completely or not at all: when the loss or the gradient norm of any epoch is non-finite
+    or above train.skip_grad_norm, no optimiser step is taken (earlier PPO epochs are undone), the parameters
+    and optimiser state stay as they were, and the statistics say ``skipped`` = 1. Otherwise nothing differs
+    from an unguarded update, bit for bit."""
     vtrace = off_policy and cfg.loss == "a2c"
     batch = prepare_off_policy(model, rollout, cfg) if vtrace else prepare(model, rollout, cfg)
     n_agents = model.n_agents
     epochs = cfg.ppo_epochs if cfg.loss == "ppo" else 1
-    for _ in range(epochs):
+    snapshot = _snapshot(model, optimiser) if epochs > 1 else None
+    skipped = False
+    for epoch in range(epochs):
         terms = vtrace_losses(model, batch, cfg) if vtrace else agent_losses(model, batch, cfg)
         loss = terms["total"].sum() if cfg.loss_reduction == "sum" else terms["total"].mean()
         optimiser.zero_grad(set_to_none=True)
@@ -165,6 +187,13 @@ def update(model: GraphActorCritic, optimiser: torch.optim.Optimizer, rollout: R
         else:
             grad_norm = torch.linalg.vector_norm(
                 torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))
+        if not _safe(loss, grad_norm, cfg):
+            optimiser.zero_grad(set_to_none=True)
+            if snapshot is not None and epoch > 0:
+                model.load_state_dict(snapshot[0])
+                optimiser.load_state_dict(snapshot[1])
+            skipped = True
+            break
         optimiser.step()
         model.after_optimizer_step()
     stats = {
@@ -175,6 +204,7 @@ def update(model: GraphActorCritic, optimiser: torch.optim.Optimizer, rollout: R
         "grad_norm": float(grad_norm),
         "lr": float(optimiser.param_groups[0]["lr"]),
         "mean_return_target": float(terms["return_target"]) if vtrace else float(batch.returns.mean()),
+        "skipped": float(skipped),
     }
     for key in ("clip_fraction", "approx_kl", "rho_mean", "rho_clipped"):
         if key in terms:

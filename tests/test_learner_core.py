@@ -157,3 +157,66 @@ def _imports(package: str) -> set[tuple[str, str]]:
 def test_packages_import_only_what_the_layering_allows(package, allowed):
     wrong = sorted((f, p) for f, p in _imports(package) if p not in allowed)
     assert not wrong, wrong
+
+
+def _update_setup(*overrides: str):
+    """A model, its optimiser (with state from one ordinary update) and a rollout of rewards 1e30."""
+    from wire_helpers import forged_arrays
+
+    from actor.envs import agent_spec
+    from common.nets import build_model
+    from common.rollout import Rollout
+    from learner.service import rollout_spec
+    from learner.update import make_optimizer, update
+
+    cfg = load_config("configs/ia2c.toml", ["train.n_steps=5", *overrides])
+    spec = agent_spec(cfg.env)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, spec.adjacency, spec.obs_dim, spec.n_actions)
+    optimiser = make_optimizer(model, cfg.train)
+    arrays = forged_arrays(rollout_spec(cfg, model))
+    update(model, optimiser, Rollout(**arrays, version=0), cfg.train)  # optimiser state exists now
+    arrays["rewards"] = np.full_like(arrays["rewards"], 1e30)
+    return cfg, model, optimiser, Rollout(**arrays, version=0)
+
+
+def _state(model, optimiser) -> tuple[dict, dict]:
+    import copy
+
+    return ({k: v.clone() for k, v in model.state_dict().items()}, copy.deepcopy(optimiser.state_dict()))
+
+
+def _assert_same_state(a, b) -> None:
+    for key in a[0]:
+        assert torch.equal(a[0][key], b[0][key]), key
+    for key, state in a[1]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(b[1]["state"][key][name])), (key, name)
+
+
+@pytest.mark.parametrize("loss", ["a2c", "ppo"])
+def test_an_update_with_a_non_finite_loss_changes_nothing(loss):
+    from learner.update import update
+
+    cfg, model, optimiser, poisoned = _update_setup(f'train.loss="{loss}"')
+    before = _state(model, optimiser)
+    stats = update(model, optimiser, poisoned, cfg.train)
+    assert stats["skipped"] == 1.0  # the loss of rewards of 1e30 is inf
+    _assert_same_state(before, _state(model, optimiser))
+
+
+def test_a_ppo_update_whose_later_epoch_fails_is_undone(monkeypatch):
+    import learner.update as U
+
+    cfg, model, optimiser, _ = _update_setup('train.loss="ppo"', "train.ppo_epochs=3")
+    from wire_helpers import forged_arrays
+
+    from common.rollout import Rollout
+    from learner.service import rollout_spec
+
+    ordinary = Rollout(**forged_arrays(rollout_spec(cfg, model)), version=0)
+    calls = iter([True, False, True])
+    monkeypatch.setattr(U, "_safe", lambda *a: next(calls))  # epoch 1 steps, epoch 2 fails
+    before = _state(model, optimiser)
+    assert U.update(model, optimiser, ordinary, cfg.train)["skipped"] == 1.0
+    _assert_same_state(before, _state(model, optimiser))
