@@ -3,7 +3,9 @@
 Policy: a learner binds to a loopback address unless told otherwise; binding to any other interface needs
 CURVE keys (``powernet keys``) or an explicit ``--insecure``. With keys, all three learner sockets (PULL,
 PUB, ROUTER) are CURVE servers and a ZAP authenticator admits only the actor public keys found in
-``KEYS/allowed/``, so a client without an allowed key can neither send rollouts nor receive weights.
+``KEYS/allowed/``, so a client without an allowed key can neither send rollouts nor receive weights. The
+allow-list names each key's actor (``allowed/actor-K.key``): the learner takes an actor's id from the key
+that authenticated a connection (`ServerSecurity.actor_of`), never from the message.
 
 Key directory written by `generate_keys`::
 
@@ -46,6 +48,30 @@ def parse_tcp(address: str, what: str = "--bind") -> tuple[str, int]:
     if not match or not 0 <= int(match.group(2)) <= 65535:
         raise InputError(f"{what} {address!r}: expected tcp://HOST:PORT with PORT in 0..65535")
     return match.group(1).strip("[]"), int(match.group(2))
+
+
+def check_host(host: str) -> None:
+    """Refuse a bind host that names no address (an unresolvable name) with one line that says so, before the
+    bind policy talks about keys for it."""
+    if host in ("*", ""):
+        return
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise InputError(f"dist.host {host!r} does not resolve to an address ({exc}); give an address or name "
+                         f"of this machine, e.g. 127.0.0.1") from None
+
+
+def describe_host(host: str) -> str:
+    """How the bind policy names a host in its messages: the wildcard addresses mean every interface."""
+    if host in ("*", "0.0.0.0", "::", ""):
+        return f"{host or '*'!r} (every network interface of this machine, not only loopback)"
+    return f"{host!r} (not loopback)"
 
 
 def is_loopback(host: str) -> bool:
@@ -117,19 +143,24 @@ def _load(path: Path, secret: bool) -> tuple[bytes, bytes | None]:
 
 
 class _AllowList:
-    """ZAP credentials provider: accepts exactly the allowed actor public keys, logs each refusal once."""
+    """ZAP credentials provider: accepts exactly the allowed actor public keys, logs each refused key once
+    (naming its actor when the key directory still holds its public file, i.e. a revoked actor). The set of
+    logged keys is bounded, so a client cycling through random keys cannot grow it."""
 
-    def __init__(self, keys: dict[bytes, str], log: logging.Logger) -> None:
-        self.keys, self.log, self.refused = keys, log, 0
+    MAX_LOGGED = 256
+
+    def __init__(self, keys: dict[bytes, str], known: dict[bytes, str], log: logging.Logger) -> None:
+        self.keys, self.known, self.log, self.refused = keys, known, log, 0
         self._seen: set[bytes] = set()
 
     def callback(self, domain: str, key: bytes) -> bool:
         if key in self.keys:
             return True
         self.refused += 1
-        if key not in self._seen:
+        if key not in self._seen and len(self._seen) < self.MAX_LOGGED:
             self._seen.add(key)
-            self.log.warning("refused a CURVE client whose public key %s is not in the allow-list",
+            who = f"{self.known[key]}'s key (not in allowed/: revoked)" if key in self.known else "a key"
+            self.log.warning("refused a CURVE client with %s: public key %s is not in the allow-list", who,
                              key.decode(errors="replace"))
         return False
 
@@ -141,7 +172,8 @@ class ServerSecurity:
 
     public: bytes | None = None
     secret: bytes | None = None
-    allowed: dict[bytes, str] = field(default_factory=dict)
+    allowed: dict[bytes, str] = field(default_factory=dict)  # z85 public key -> the actor it was issued to
+    known: dict[bytes, str] = field(default_factory=dict)    # every actor public key file in the key directory
     warning: str | None = None  # set for an explicitly insecure non-loopback bind; the learner logs it
     _auth: Any = None
     _provider: _AllowList | None = None
@@ -156,7 +188,7 @@ class ServerSecurity:
             return
         from zmq.auth.thread import ThreadAuthenticator
 
-        self._provider = _AllowList(self.allowed, log)
+        self._provider = _AllowList(self.allowed, self.known, log)
         self._auth = ThreadAuthenticator(ctx, log=logging.getLogger("powernet.zap"))
         self._auth.start()
         self._auth.configure_curve_callback(domain="*", credentials_provider=self._provider)
@@ -166,6 +198,11 @@ class ServerSecurity:
     def refused(self) -> int:
         """CURVE handshakes refused so far."""
         return self._provider.refused if self._provider is not None else 0
+
+    def actor_of(self, user_id: str | None) -> str | None:
+        """The actor name (``actor-K``) the key that authenticated a connection was issued to: ZeroMQ puts
+        the ZAP handler's user id, the key in z85, on every message that connection delivers."""
+        return None if user_id is None else self.allowed.get(user_id.encode("ascii", "replace"))
 
     def apply(self, sock: zmq.Socket) -> None:
         """Make `sock` a CURVE server (call before bind)."""
@@ -195,10 +232,18 @@ def server_security(host: str, keys: str | Path | None, insecure: bool) -> Serve
             allowed[_load(path, secret=False)[0]] = path.stem
         if not allowed:
             raise InputError(f"--keys: no actor public keys in {allowed_dir}")
-        return ServerSecurity(public, secret, allowed)
+        known = {}
+        for path in sorted(keys.glob("*.key")):
+            if path.stem != LEARNER:
+                try:
+                    known[_load(path, secret=False)[0]] = path.stem
+                except InputError:
+                    continue  # only used to name a refused key in the log
+        return ServerSecurity(public, secret, allowed, known)
+    check_host(host)
     if not is_loopback(host):
         if not insecure:
-            raise InputError(f"binding to {host!r} (not loopback) needs CURVE keys (--keys DIR, made by "
+            raise InputError(f"binding to {describe_host(host)} needs CURVE keys (--keys DIR, made by "
                              f"`powernet keys --out DIR`) or an explicit --insecure")
         return ServerSecurity(warning=f"--insecure: binding to {host} without CURVE; anyone who can reach "
                                       f"this address can send rollouts and read weights")

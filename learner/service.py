@@ -3,8 +3,16 @@ It keeps the transport and the batching; what happens to a batch (update, metric
 the learner core's (`learner.core`), the same as in `--mode local`.
 
 Sockets (ZeroMQ, all bound by the learner): PULL for rollouts, PUB for weights broadcasts, ROUTER for
-control (hello, heartbeat, get_weights, stats, stop). Every inbound message goes through `common.wire`; a
-bad, foreign or stale one is logged, counted by reason and dropped, and the service keeps serving.
+control (hello, heartbeat, get_weights, stats). Every inbound message goes through `common.wire`; a bad,
+foreign, stale or forged one is counted by reason, logged (rate-limited: `common.ratelog`) and dropped, and
+the service keeps serving. What a rollout must pass is in `learner.intake`; which control connection holds
+which actor id in `learner.peers`. No peer can stop a run: the learner ends when it has trained
+train.steps, when its launcher is gone, or when the operator signals it.
+
+The receive loop reads at most `MAX_PER_POLL` messages per socket between two chances to update, so a
+flood delays an update by a bounded amount of work. Under CURVE a socket monitor counts and logs every
+refused handshake; on the control socket it also reports closed connections, so a restarted actor takes
+its id back at once.
 
 Sync mode: update u uses exactly one rollout of every actor 0..A-1 produced by weight version u, joined
 along the env axis in actor order, exactly as the local trainer joins its env groups. An
@@ -23,94 +31,148 @@ This module imports only `common` and `learner`; `launch` builds the model and w
 
 from __future__ import annotations
 
-import dataclasses
+import errno
 import json
 import os
 import time
-from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from common import wire
 from common.config import Config, config_digest
+from common.errors import InputError
 from common.logs import setup_logging
 from common.nets.base import GraphActorCritic
-from common.rollout import Rollout
-from common.security import ServerSecurity, server_security
+from common.ratelog import RateLimitedLog
+from common.security import ServerSecurity, actor_name, server_security
 from common.timers import StageTimer, from_meta
-from learner.core import LearnerCore, Streams
+from learner.core import LearnerCore
+from learner.intake import Intake
+from learner.peers import Peer, Peers
 
 SENDER = "learner"
-_ROLLOUT_ARRAYS = frozenset(f.name for f in dataclasses.fields(Rollout)) - {"version"}
-SILENT_AFTER_S = 5.0  # an actor without any message for this long is reported (5 missed 1 s heartbeats)
+MAX_PER_POLL = 64  # messages read per socket per poll: a flood cannot keep the loop from its next update
+_HANDSHAKE_FAILED = {zmq.EVENT_HANDSHAKE_FAILED_AUTH: "not_allowed",
+                     zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol",
+                     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "other"}
+_REFUSAL_WORDS = {"not_allowed": "its key is not in the allow-list",
+                  "protocol": "it does not speak CURVE with this learner's public key",
+                  "other": "the handshake failed"}
 
 
-def rollout_spec(cfg: Config, model: GraphActorCritic) -> wire.RolloutSpec:
-    """The exact rollout layout this run's actors must send."""
+def rollout_spec(cfg: Config, model: GraphActorCritic, bounds: wire.RunBounds | None = None) -> wire.RolloutSpec:
+    """The exact rollout layout this run's actors must send, with the value ranges it enforces: the generic
+    ones, tightened by `bounds` when the launcher derived them from the run's environment."""
     state = model.initial_state(1, device="cpu")
+    window = cfg.dist.envs_per_actor * cfg.train.n_steps
+    ranges = {**wire.default_bounds(), **(dict(bounds.arrays) if bounds is not None else {})}
+    extra = {} if bounds is None else {"max_episode_return": bounds.max_episode_return}
     return wire.RolloutSpec(n_agents=model.n_agents, obs_dim=int(model.obs_dim), n_actions=model.n_actions,
                             n_steps=cfg.train.n_steps, n_envs=cfg.dist.envs_per_actor,
-                            hidden=int(state.h.shape[-1]), fp_dim=int(state.fp.shape[-1]))
+                            hidden=int(state.h.shape[-1]), fp_dim=int(state.fp.shape[-1]), bounds=ranges,
+                            max_episodes_done=cfg.train.steps + 4 * window, **extra)
+
+
+def _bind_error(exc: zmq.ZMQError, host: str, port: int | None, name: str) -> str:
+    """One line for a socket that cannot bind, naming the port or the host at fault."""
+    where = f"tcp://{host}:{'*' if port is None else port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (f"port {port} (dist.{name}_port) on {host} is in use, e.g. by another learner; choose other "
+                f"ports with --bind tcp://HOST:PORT or --set dist.{name}_port=PORT")
+    if exc.errno in (errno.EADDRNOTAVAIL, errno.ENODEV):
+        return f"dist.host {host!r} is not an address of this machine ({exc.strerror}); cannot bind {where}"
+    return f"cannot bind {where} (dist.{name}_port): {exc.strerror}"
 
 
 class LearnerService:
-    """Binds its sockets on construction (so `endpoints` is known at once); `run` trains to the end."""
+    """Binds its sockets on construction (so `endpoints` is known at once); `run` trains to the end.
+    A port in use or a host that is not this machine's is an InputError naming it, with nothing left open."""
 
     def __init__(self, cfg: Config, model: GraphActorCritic, out_dir: str | Path, run_id: str,
                  free_ports: bool = False, echo: bool = False,
                  max_msg_bytes: int = 64 << 20, hwm: int = 64, watch_parent: bool = False,
-                 security: ServerSecurity | None = None) -> None:
+                 security: ServerSecurity | None = None, bounds: wire.RunBounds | None = None) -> None:
         if cfg.dist.mode not in ("sync", "async"):
             raise NotImplementedError(f"dist.mode = {cfg.dist.mode} is not implemented")
         self.cfg, self.model, self.run_id = cfg, model, run_id
         self.out = Path(out_dir)
         self.log = setup_logging(self.out / "logs" / "learner.log", "learner", echo=echo)
-        self.spec = rollout_spec(cfg, model)
         self.digest = config_digest(cfg)
-        # actor id -> its continuation after its last accepted rollout: episodes_done, at_boundary, sampler_state
-        self.actor_state: Streams = {}
+        self.drops = RateLimitedLog(self.log, "dropped a message")
+        self.dropped = self.drops.counts  # by reason; learner_stats.json and the STATS reply report them
+        self.refusals = RateLimitedLog(self.log, "refused a CURVE handshake")
+        # CURVE + allow-list when keys were given; a non-loopback host without them is refused here too
+        self.security = security or server_security(cfg.dist.host, None, False)
+        self.intake = Intake(cfg, run_id, rollout_spec(cfg, model, bounds), self.drops, self.security.curve)
         self.core = LearnerCore(cfg, model, self.out, self.log, streams=lambda: self.actor_state)
-        self.dropped: Counter[str] = Counter()
         self.timers = StageTimer()  # restarted at the first update; totals go to learner_stats.json
         self.actor_timers: dict[int, dict[str, float]] = {}  # latest t_* totals each actor sent
         self.stop_requested = False
         self._parent = os.getppid() if watch_parent else None  # a launcher gone -> stop, leave no orphan
         self._seq = 0
-        # CURVE + allow-list when keys were given; a non-loopback host without them is refused here too
-        self.security = security or server_security(cfg.dist.host, None, False)
+        self.peers = Peers(max_peers=4 * cfg.dist.actors + 64)
+        self._weights_cache: tuple[int, dict[str, np.ndarray]] | None = None
         self._ctx = zmq.Context()
-        self.security.start(self._ctx, self.log)
-        self._pull = self._bind(zmq.PULL, cfg.dist.rollout_port, free_ports, max_msg_bytes, hwm)
-        self._pub = self._bind(zmq.PUB, cfg.dist.weights_port, free_ports, max_msg_bytes, hwm)
-        self._router = self._bind(zmq.ROUTER, cfg.dist.control_port, free_ports, max_msg_bytes, hwm)
+        self._socks: list[zmq.Socket] = []
+        self._monitors: dict[str, zmq.Socket] = {}
+        try:
+            self.security.start(self._ctx, self.log)
+            self._pull = self._bind(zmq.PULL, "rollout", free_ports, max_msg_bytes, hwm)
+            self._pub = self._bind(zmq.PUB, "weights", free_ports, max_msg_bytes, hwm)
+            self._router = self._bind(zmq.ROUTER, "control", free_ports, max_msg_bytes, hwm)
+        except BaseException:
+            self.close()
+            raise
         self._router.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self.endpoints = {name: sock.getsockopt(zmq.LAST_ENDPOINT).decode() for name, sock in
                           (("rollout", self._pull), ("weights", self._pub), ("control", self._router))}
-        self._peers: dict[bytes, float] = {}        # control identity -> last time heard
-        self._peer_names: dict[bytes, str] = {}
-        self._silent: set[bytes] = set()
-        self._waiting: list[tuple[bytes, int]] = []  # deferred get_weights: (identity, min_version)
-        self._pending: dict[int, Rollout] = {}       # sync: actor id -> rollout of the current version
-        self._pending_stats: dict[int, dict[str, Any]] = {}
-        self._queue: deque[tuple[Rollout, dict[str, Any]]] = deque()  # async: accepted, in arrival order
-        self.lag_counts: Counter[int] = Counter()  # async: rollouts used in updates, by policy lag
-        self._weights_cache: tuple[int, dict[str, np.ndarray]] | None = None
+        self._poller = zmq.Poller()
+        self._poller.register(self._pull, zmq.POLLIN)
+        self._poller.register(self._router, zmq.POLLIN)
         self.log.info("run %s: bound %s", run_id, self.endpoints)
 
-    def _bind(self, kind: int, port: int, free: bool, max_msg_bytes: int, hwm: int) -> zmq.Socket:
+    def _bind(self, kind: int, name: str, free: bool, max_msg_bytes: int, hwm: int) -> zmq.Socket:
         sock = self._ctx.socket(kind)
+        self._socks.append(sock)
         wire.configure_socket(sock, max_msg_bytes, hwm)
         self.security.apply(sock)
-        host = self.cfg.dist.host
-        if free:
-            sock.bind_to_random_port(f"tcp://{host}")
-        else:
-            sock.bind(f"tcp://{host}:{port}")
+        events = zmq.EVENT_DISCONNECTED if name == "control" else 0
+        if self.security.curve:
+            events |= sum(_HANDSHAKE_FAILED)
+        if events:
+            self._monitors[name] = sock.get_monitor_socket(events)
+        host, port = self.cfg.dist.host, getattr(self.cfg.dist, f"{name}_port")
+        try:
+            if free:
+                sock.bind_to_random_port(f"tcp://{host}")
+            else:
+                sock.bind(f"tcp://{host}:{port}")
+        except zmq.ZMQError as exc:
+            raise InputError(_bind_error(exc, host, None if free else port, name)) from None
         return sock
+
+    @property
+    def spec(self) -> wire.RolloutSpec:
+        return self.intake.spec
+
+    @property
+    def actor_state(self) -> dict[int, dict[str, Any]]:
+        return self.intake.actor_state
+
+    @actor_state.setter
+    def actor_state(self, value: dict[int, dict[str, Any]]) -> None:
+        self.intake.actor_state = value
+
+    def use_bounds(self, bounds: wire.RunBounds) -> None:
+        """Enforce the value ranges the launcher derived from this run's environment (before `run`)."""
+        self.intake.spec = rollout_spec(self.cfg, self.model, bounds)
+        self.log.info("rollout value ranges: %s; |episode return| <= %.6g", dict(self.spec.bounds),
+                      self.spec.max_episode_return)
 
     def write_endpoints(self, path: str | Path) -> None:
         """Write run id and endpoints as JSON, atomically, for a launcher waiting on the file."""
@@ -132,146 +194,140 @@ class LearnerService:
             self._weights_cache = (self.version, wire.state_dict_to_arrays(self.model.state_dict()))
         return self._weights_cache[1]
 
-    def _drop(self, reason: str, detail: str, where: str) -> None:
-        self.dropped[reason] += 1
-        self.log.warning("dropped a message on %s (%s): %s", where, reason, detail[:200])
+    def _send(self, peer: Peer, kind: str, meta: dict[str, Any] | None = None,
+              arrays: dict[str, np.ndarray] | None = None) -> None:
+        try:  # never block on a peer that does not read (its queue full): it loses this reply, no one else
+            wire.send_routed(self._router, peer.identity, self._message(kind, meta, arrays), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
 
-    def _on_rollout(self, frames: list[memoryview]) -> None:
+    def _origin(self, frame: zmq.Frame) -> tuple[int | None, str | None]:
+        """The libzmq connection (file descriptor) a message came on, and under CURVE the actor whose key
+        authenticated that connection."""
         try:
-            msg = wire.decode(frames, expected_run_id=self.run_id)
-            wire.validate_rollout(msg, self.spec)
-        except wire.WireError as exc:
-            self._drop(exc.reason, exc.detail, "rollout socket")
-            return
-        actor = msg.meta.get("actor")
-        if not isinstance(actor, int) or isinstance(actor, bool) or not 0 <= actor < self.cfg.dist.actors:
-            self._drop("bad_actor", f"actor id {actor!r} from {msg.sender!r}", "rollout socket")
-            return
-        if self.cfg.dist.mode == "async":
-            self._accept_async(msg, actor)
-            return
-        if msg.weight_version != self.version:
-            self._drop("stale", f"actor {actor} sent version {msg.weight_version}, current {self.version}",
-                       "rollout socket")
-            return
-        if actor in self._pending:
-            self._drop("duplicate", f"second rollout of actor {actor} for version {self.version}", "rollout socket")
-            return
-        arrays = {name: np.array(arr) for name, arr in msg.arrays.items()  # own, writable copies
-                  if name != wire.SAMPLER_STATE}
-        self._record_actor(actor, msg)
-        self._pending[actor] = Rollout(**arrays, version=msg.weight_version)
-        self._pending_stats[actor] = dict(msg.meta)
+            fd = frame.get(zmq.SRCFD)
+        except (zmq.ZMQError, AttributeError, ValueError):
+            fd = None
+        key = None
+        if self.security.curve:
+            try:
+                key = self.security.actor_of(frame.get("User-Id"))
+            except zmq.ZMQError:
+                key = None
+        return fd, key
 
-    def _accept_async(self, msg: wire.Message, actor: int) -> None:
-        """Queue a rollout whose policy lag is within dist.max_policy_lag; drop one from the future or too old."""
-        lag = self.version - msg.weight_version
-        if lag < 0:
-            self._drop("future_version", f"actor {actor} sent version {msg.weight_version}, current "
-                       f"{self.version}", "rollout socket")
-        elif lag > self.cfg.dist.max_policy_lag:
-            self._drop("stale", f"actor {actor} sent version {msg.weight_version}, current {self.version} "
-                       f"(lag {lag} > {self.cfg.dist.max_policy_lag})", "rollout socket")
-        else:
-            arrays = {name: np.array(arr) for name, arr in msg.arrays.items() if name in _ROLLOUT_ARRAYS}
-            self._queue.append((Rollout(**arrays, version=msg.weight_version), dict(msg.meta)))
-
-    def _take_async(self) -> tuple[list[Rollout], list[dict[str, Any]]] | None:
-        """The next async batch (dropping queued rollouts that went stale meanwhile), or None if too few."""
-        max_lag = self.cfg.dist.max_policy_lag
-        if any(self.version - r.version > max_lag for r, _ in self._queue):
-            for r, _ in self._queue:
-                if self.version - r.version > max_lag:
-                    self._drop("stale", f"a queued rollout of version {r.version} aged past lag {max_lag} "
-                               f"(current {self.version})", "rollout queue")
-            self._queue = deque(item for item in self._queue if self.version - item[0].version <= max_lag)
-        want = self.cfg.dist.batch_rollouts or self.cfg.dist.actors
-        if len(self._queue) < want:
-            return None
-        taken = [self._queue.popleft() for _ in range(want)]
-        return [r for r, _ in taken], [m for _, m in taken]
-
-    def _on_control(self, identity: bytes, frames: list[memoryview]) -> None:
+    def _on_control(self, identity: bytes, frames: list[zmq.Frame]) -> None:
+        fd, key_name = self._origin(frames[0]) if frames else (None, None)
         try:
-            msg = wire.decode(frames, expected_run_id=self.run_id)
+            msg = wire.decode([f.buffer for f in frames], expected_run_id=self.run_id)
         except wire.WireError as exc:
-            self._drop(exc.reason, exc.detail, "control socket")
+            self.drops.add(exc.reason, f"control socket: {exc.detail}")
             return
-        self._peers[identity] = time.monotonic()
-        self._peer_names[identity] = msg.sender
-        if identity in self._silent:
-            self._silent.discard(identity)
-            self.log.info("%s is heard again", msg.sender)
+        now = time.monotonic()
+        peer = self.peers.heard(identity, msg.sender[:64], fd, key_name, now)
+        if peer.silent:
+            peer.silent = False
+            self.log.info("%s is heard again", peer.sender)
         if msg.type == wire.HELLO:
-            self._forget_old_connection(identity, msg.sender)
-            self.log.info("hello from %s (%s)", msg.sender, msg.meta)
-            meta = {"mode": self.cfg.dist.mode, "config_digest": self.digest, "rollout": self.endpoints["rollout"],
-                    "weights": self.endpoints["weights"], **self._continuation(msg.meta.get("actor"))}
-            wire.send_routed(self._router, identity,
-                             self._message(wire.HELLO, meta, self._continuation_arrays(msg.meta.get("actor"))))
+            self._on_hello(peer, msg, now)
         elif msg.type == wire.HEARTBEAT:
-            wire.send_routed(self._router, identity, self._message(wire.HEARTBEAT))
+            self._send(peer, wire.HEARTBEAT)
         elif msg.type == wire.GET_WEIGHTS:
             want = msg.meta.get("min_version", 0)
-            want = want if isinstance(want, int) and not isinstance(want, bool) else 0
+            want = want if wire.is_int(want) and want >= 0 else 0
             if self.stop_requested:
-                wire.send_routed(self._router, identity, self._message(wire.STOP))
+                self._send(peer, wire.STOP)
             elif want <= self.version:
-                wire.send_routed(self._router, identity, self._message(wire.WEIGHTS, arrays=self._weights()))
+                self._send(peer, wire.WEIGHTS, arrays=self._weights())
             else:
-                self._waiting.append((identity, want))
+                peer.waiting = want  # one deferred request per connection: a newer one replaces it
         elif msg.type == wire.STATS:
-            meta = {"version": self.version, "env_steps": self.env_steps,
-                    "dropped": sum(self.dropped.values()), "mode": self.cfg.dist.mode}
-            wire.send_routed(self._router, identity, self._message(wire.STATS, meta))
-        elif msg.type == wire.STOP:
-            self.log.info("stop requested by %s", msg.sender)
-            self.stop_requested = True
-        else:
-            self._drop("wrong_type", f"{msg.type} from {msg.sender!r} on the control socket", "control socket")
+            meta = {"version": self.version, "env_steps": self.env_steps, "dropped": sum(self.dropped.values()),
+                    "refused": sum(self.refusals.counts.values()), "rollouts": self.intake.accepted,
+                    "mode": self.cfg.dist.mode}
+            self._send(peer, wire.STATS, meta)
+        else:  # a STOP among them: only the operator stops a run, never a peer
+            self.drops.add("wrong_type", f"control socket: {msg.type} from {msg.sender[:40]!r}")
+
+    def _on_hello(self, peer: Peer, msg: wire.Message, now: float) -> None:
+        """Bind the claimed actor id to this connection, if the claim holds; answer with the run's facts and
+        the actor's continuation."""
+        actor = self.intake.claimed_actor(msg)
+        if actor is None:
+            self.drops.add("bad_actor", f"control socket: hello as {str(msg.meta.get('actor'))[:40]!r} from "
+                           f"{msg.sender[:40]!r}")
+            return
+        name = actor_name(actor)
+        if self.security.curve and peer.key_name != name:
+            self.drops.add("wrong_identity", f"control socket: hello as {name} from a connection authenticated "
+                           f"as {peer.key_name}")
+            return
+        if not self.peers.may_bind(actor, peer.identity, now):
+            holder = self.peers.holder(actor)
+            self.drops.add("id_in_use", f"control socket: hello as {name} from a new connection while the one "
+                           f"holding it is alive (heard {now - holder.last_heard:.1f} s ago)")
+            return
+        previous = self.peers.bind(actor, peer.identity)
+        if previous is not None:
+            self.log.warning("%s went silent (last heard %.1f s ago) and re-joined on a new connection", name,
+                             now - previous.last_heard)
+        self.intake.last_seq.pop(actor, None)  # a (re)started actor counts its rollouts from 0 again
+        self.log.info("hello from %s (envs %s)", name, str(msg.meta.get("envs"))[:20])
+        meta = {"mode": self.cfg.dist.mode, "config_digest": self.digest, "rollout": self.endpoints["rollout"],
+                "weights": self.endpoints["weights"], **self._continuation(actor)}
+        self._send(peer, wire.HELLO, meta, self._continuation_arrays(actor))
 
     def _answer_waiting(self) -> None:
-        still = []
-        for identity, want in self._waiting:
-            if self.stop_requested:
-                wire.send_routed(self._router, identity, self._message(wire.STOP))
-            elif want <= self.version:
-                wire.send_routed(self._router, identity, self._message(wire.WEIGHTS, arrays=self._weights()))
-            else:
-                still.append((identity, want))
-        self._waiting = still
+        for peer in self.peers:
+            if peer.waiting is not None and (self.stop_requested or peer.waiting <= self.version):
+                peer.waiting = None
+                if self.stop_requested:
+                    self._send(peer, wire.STOP)
+                else:
+                    self._send(peer, wire.WEIGHTS, arrays=self._weights())
 
-    def _check_liveness(self) -> None:
-        now = time.monotonic()
-        for identity, last in self._peers.items():
-            if now - last > SILENT_AFTER_S and identity not in self._silent:
-                self._silent.add(identity)
-                self.log.warning("%s silent for %.1f s (no heartbeat)", self._peer_names.get(identity, "?"),
-                                 now - last)
+    def _read_monitors(self) -> None:
+        """Closed control connections (a restarted actor may take its id back) and refused CURVE handshakes."""
+        for name, monitor in self._monitors.items():
+            for _ in range(MAX_PER_POLL):
+                try:
+                    event = recv_monitor_message(monitor, zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                kind = event["event"]
+                if kind == zmq.EVENT_DISCONNECTED and name == "control":
+                    self.peers.disconnected(int(event["value"]))
+                elif kind in _HANDSHAKE_FAILED:
+                    why = _HANDSHAKE_FAILED[kind]
+                    self.refusals.add(why, f"on the {name} socket ({event['endpoint'].decode(errors='replace')}): "
+                                      f"{_REFUSAL_WORDS[why]} (code {int(event['value']):#x})")
+
+    def _read(self, sock: zmq.Socket, stage: str) -> None:
+        for _ in range(MAX_PER_POLL):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            with self.timers.stage(stage):
+                if sock is self._router:
+                    self._on_control(bytes(frames[0].buffer), frames[1:])
+                else:
+                    key_name = self._origin(frames[0])[1]
+                    self.intake.admit([f.buffer for f in frames], key_name, self.version)
 
     def poll(self, timeout_ms: int = 100) -> None:
-        """Serve whatever arrives within `timeout_ms` (rollouts and control), without blocking longer."""
-        poller = zmq.Poller()
-        poller.register(self._pull, zmq.POLLIN)
-        poller.register(self._router, zmq.POLLIN)
-        events = dict(poller.poll(timeout_ms))
+        """Serve what arrives within `timeout_ms` (rollouts and control), at most MAX_PER_POLL per socket."""
+        events = dict(self._poller.poll(timeout_ms))
+        self._read_monitors()
         if self._router in events:
-            while True:
-                try:
-                    identity, frames = wire.recv_routed(self._router, zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                with self.timers.stage("control"):
-                    self._on_control(identity, frames)
+            self._read(self._router, "control")
         if self._pull in events:
-            while True:
-                try:
-                    frames = wire.recv(self._pull, zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                with self.timers.stage("receive"):
-                    self._on_rollout(frames)
-        self._check_liveness()
+            self._read(self._pull, "receive")
+        now = time.monotonic()
+        for peer in self.peers.sweep(now):
+            self.log.warning("%s silent for %.1f s (no heartbeat)", peer.sender, now - peer.last_heard)
+        self.drops.tick(now)
+        self.refusals.tick(now)
 
     # ---------------------------------------------------------------------------------------------- training
 
@@ -284,64 +340,55 @@ class LearnerService:
     def env_steps(self) -> int:
         return self.core.env_steps
 
-    def _next_batch(self) -> tuple[Rollout, list[dict[str, Any]], list[int]] | None:
-        """The next update's batch, its rollouts' meta and policy lags, or None while it is incomplete."""
-        if self.cfg.dist.mode == "async":
-            taken = self._take_async()
-            if taken is None:
-                return None
-            parts, metas = taken
-            lags = [self.version - r.version for r in parts]
-            self.lag_counts.update(lags)
-            return Rollout.concat(parts), metas, lags
-        if len(self._pending) < self.cfg.dist.actors:
-            return None
-        order = sorted(self._pending)
-        batch = Rollout.concat([self._pending[k] for k in order])
-        metas = [self._pending_stats[k] for k in order]
-        self._pending, self._pending_stats = {}, {}
-        return batch, metas, [0]
-
     def run(self) -> dict[str, Any]:
-        """Train until train.steps env steps (or a stop request); tell actors to stop; return a summary."""
+        """Train until train.steps env steps (or the launcher is gone); tell actors to stop; return a summary."""
         core = self.core
         loop_timers: dict[str, float] | None = None
         self._pub_weights()
-        with core:
-            while not core.done and not self.stop_requested:
-                with self.timers.stage("poll"):  # includes receive and control, the rest is idle
-                    self.poll(100)
-                if self._parent is not None and os.getppid() != self._parent:
-                    self.log.error("the launching process is gone; stopping")
-                    break
-                taken = self._next_batch()
-                if taken is None:
-                    continue
-                batch, metas, lags = taken
-                if self.cfg.dist.learner_delay_s > 0:
-                    time.sleep(self.cfg.dist.learner_delay_s)  # testing aid: a slow learner
-                self.actor_timers.update({int(m["actor"]): from_meta(m) for m in metas})
-                if self.version == 0:
-                    self.timers.restart()  # time the steady state, not the wait for actors to start
-                with self.timers.stage("learn"):
-                    stats = core.learn(batch, off_policy=self.cfg.dist.mode == "async")
-                with self.timers.stage("publish"):
-                    self._pub_weights()
-                    self._answer_waiting()
-                with self.timers.stage("record"):  # metrics row, TensorBoard, log line, scheduled checkpoint
-                    core.record(stats, batch, metas, lags, dropped=sum(self.dropped.values()))
-            # the steady-state totals: the final checkpoint and the stop handshake below are not step time
-            loop_timers = self.timers.totals()
-            core.checkpoint()
-        self.stop_actors()
-        summary = {**core.summary(), "dropped": dict(self.dropped), "timers": loop_timers,
+        try:
+            with core:
+                while not core.done and not self.stop_requested:
+                    with self.timers.stage("poll"):  # includes receive and control, the rest is idle
+                        self.poll(100)
+                    if self._parent is not None and os.getppid() != self._parent:
+                        self.log.error("the launching process is gone; stopping")
+                        break
+                    self._step()
+                # the steady-state totals: the final checkpoint and the stop handshake below are not step time
+                loop_timers = self.timers.totals()
+                core.checkpoint()
+        finally:
+            self.stop_actors()
+            self.drops.flush()
+            self.refusals.flush()
+        summary = {**core.summary(), "dropped": dict(self.dropped), "rollouts": self.intake.accepted,
+                   "handshakes_refused": dict(self.refusals.counts), "timers": loop_timers,
                    "actor_timers": {str(k): v for k, v in sorted(self.actor_timers.items())}}
         if self.cfg.dist.mode == "async":  # rollouts that entered updates, by policy lag
-            summary["policy_lag_counts"] = {str(k): v for k, v in sorted(self.lag_counts.items())}
+            summary["policy_lag_counts"] = {str(k): v for k, v in sorted(self.intake.lag_counts.items())}
         (self.out / "learner_stats.json").write_text(json.dumps(summary, indent=2))
         self.log.info("finished: %d updates, %d env steps, dropped %s", self.version, self.env_steps,
                       dict(self.dropped))
         return summary
+
+    def _step(self) -> None:
+        """One update when a batch is complete: learn, publish and answer the waiting actors, record."""
+        taken = self.intake.next_batch(self.version)
+        if taken is None:
+            return
+        batch, metas, lags = taken
+        if self.cfg.dist.learner_delay_s > 0:
+            time.sleep(self.cfg.dist.learner_delay_s)  # testing aid: a slow learner
+        self.actor_timers.update({int(m["actor"]): from_meta(m) for m in metas})
+        if self.version == 0:
+            self.timers.restart()  # time the steady state, not the wait for actors to start
+        with self.timers.stage("learn"):
+            stats = self.core.learn(batch, off_policy=self.cfg.dist.mode == "async")
+        with self.timers.stage("publish"):
+            self._pub_weights()
+            self._answer_waiting()
+        with self.timers.stage("record"):  # metrics row, TensorBoard, log line, scheduled checkpoint
+            self.core.record(stats, batch, metas, lags, dropped=sum(self.dropped.values()))
 
     def _pub_weights(self) -> None:
         try:
@@ -356,60 +403,48 @@ class LearnerService:
         global generators and the actors' streams, which re-joining actors are sent in the hello reply."""
         self.actor_state = self.core.restore(ckpt)
 
-    def _record_actor(self, actor: int, msg: wire.Message) -> None:
-        """Remember where `actor` stands after the rollout just accepted (checkpointed, sent on re-join)."""
-        episodes = msg.meta.get("episodes_done")
-        state = msg.arrays.get(wire.SAMPLER_STATE)
-        self.actor_state[actor] = {
-            "episodes_done": episodes if isinstance(episodes, int) and not isinstance(episodes, bool) else None,
-            "at_boundary": bool(msg.meta.get("at_boundary", True)),
-            "sampler_state": None if state is None else np.array(state, dtype=np.uint8)}
-
-    def _continuation(self, actor: Any) -> dict[str, Any]:
+    def _continuation(self, actor: int) -> dict[str, Any]:
         """Hello-reply fields for `actor`: its episode counter and the first version it should act with
         (sync: past the current one when its rollout for that version is already held)."""
-        if not isinstance(actor, int) or isinstance(actor, bool):
-            return {}
-        held = self.cfg.dist.mode == "sync" and actor in self._pending
+        held = self.cfg.dist.mode == "sync" and actor in self.intake.pending
         out: dict[str, Any] = {"next_version": self.version + 1 if held else self.version}
         episodes = self.actor_state.get(actor, {}).get("episodes_done")
         if episodes is not None:
             out["episodes_done"] = int(episodes)
         return out
 
-    def _continuation_arrays(self, actor: Any) -> dict[str, np.ndarray]:
+    def _continuation_arrays(self, actor: int) -> dict[str, np.ndarray]:
         """The sampler state of `actor` after its last accepted rollout, if known."""
-        state = self.actor_state.get(actor, {}).get("sampler_state") if isinstance(actor, int) else None
+        state = self.actor_state.get(actor, {}).get("sampler_state")
         return {} if state is None else {wire.SAMPLER_STATE: np.ascontiguousarray(state, dtype=np.uint8)}
-
-    def _forget_old_connection(self, identity: bytes, sender: str) -> None:
-        """A hello from `sender` on a new connection means its old one is dead (e.g. a restarted actor)."""
-        now = time.monotonic()
-        for old in [i for i, name in self._peer_names.items() if name == sender and i != identity]:
-            self.log.warning("%s went silent (last heard %.1f s ago) and re-joined on a new connection",
-                             sender, now - self._peers.get(old, now))
-            self._peers.pop(old, None)
-            self._peer_names.pop(old, None)
-            self._silent.discard(old)
-            self._waiting = [(i, v) for i, v in self._waiting if i != old]
 
     def stop_actors(self, grace_s: float = 1.0) -> None:
         """Answer every waiting actor and every known peer with stop, serving stragglers for `grace_s`."""
         self.stop_requested = True
         self._answer_waiting()
-        for identity in list(self._peers):
-            wire.send_routed(self._router, identity, self._message(wire.STOP))
+        for peer in self.peers:
+            if peer.open:
+                self._send(peer, wire.STOP)
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
             self.poll(50)
             self._answer_waiting()
 
     def close(self) -> None:
-        """Close the sockets and the context (safe to call twice)."""
-        for sock in (self._pull, self._pub, self._router):
+        """Close the sockets, monitors and the context (safe to call twice)."""
+        for sock in self._socks:
+            if not sock.closed:
+                try:
+                    sock.disable_monitor()
+                except zmq.ZMQError:
+                    pass
+        for monitor in self._monitors.values():
+            monitor.close(linger=0)
+        for sock in self._socks:
             sock.close(linger=200)
         self.security.stop()
-        self._ctx.term()
+        if not self._ctx.closed:
+            self._ctx.term()
 
 
 def torch_threads() -> None:

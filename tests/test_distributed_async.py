@@ -154,16 +154,16 @@ def test_rollout_older_than_max_policy_lag_is_dropped_as_stale(tmp_path):
     try:
         service.core.updates = 5  # as if five updates had happened
         push.connect(service.endpoints["rollout"])
-        for version in (2, 3, 6):  # lag 3 (too old), lag 2 (the oldest allowed), lag -1 (from the future)
-            push.send_multipart(forged_rollout(service.spec, "async-run", version))
+        for seq, version in enumerate((2, 3, 6)):  # lag 3 (too old), lag 2 (the oldest allowed), lag -1 (future)
+            push.send_multipart(forged_rollout(service.spec, "async-run", version, seq=seq))
         deadline = time.monotonic() + 10
-        while (sum(service.dropped.values()) < 2 or not service._queue) and time.monotonic() < deadline:
+        while (sum(service.dropped.values()) < 2 or not service.intake.queue) and time.monotonic() < deadline:
             service.poll(50)
         assert service.dropped == {"stale": 1, "future_version": 1}
-        assert [r.version for r, _ in service._queue] == [3]
+        assert [r.version for r, _ in service.intake.queue] == [3]
         service.core.updates = 6  # one more update: the queued rollout ages to lag 3 before it is used
-        assert service._take_async() is None
-        assert service.dropped["stale"] == 2 and not service._queue
+        assert service.intake.next_batch(service.version) is None
+        assert service.dropped["stale"] == 2 and not service.intake.queue
     finally:
         push.close()
         ctx.term()
