@@ -198,7 +198,7 @@ class _AsyncLink:
         self.sub.close(linger=0)
 
 
-def _acting_setup(cfg: Config, actor_id: int) -> tuple[RolloutCollector, StageTimer, int]:
+def acting_setup(cfg: Config, actor_id: int) -> tuple[RolloutCollector, StageTimer, int]:
     """Actor `actor_id`'s envs, acting policy and seeded collector (seeded as env group k of the local
     trainer), with per-stage timers on its simulation and inference; returns (collector, timers, seed). The
     policy's weights are the learner's: they arrive before the first step."""
@@ -219,7 +219,7 @@ def run_actor(cfg: Config, learner: str, actor_id: int, run_id: str, log: loggin
               timeout_s: float = 15.0, max_msg_bytes: int = 64 << 20, max_rollouts: int | None = None,
               security: ClientSecurity | None = None) -> int:
     """Serve as actor `actor_id` until the learner says stop (return 0); raise LearnerGone if it vanishes."""
-    collector, timers, seed = _acting_setup(cfg, actor_id)
+    collector, timers, seed = acting_setup(cfg, actor_id)
     policy, sampler, E = collector.policy, collector.sampler, cfg.dist.envs_per_actor
     sender = f"actor-{actor_id}"
     ctx = zmq.Context()

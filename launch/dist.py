@@ -142,6 +142,26 @@ def _wait_for_endpoints(learner: subprocess.Popen, endpoints: Path, logs: Path, 
     return str(json.loads(endpoints.read_text())["control"])
 
 
+def _start_warm(cfg_path: Path, logs: Path) -> subprocess.Popen:
+    """`python -m actor.warm`: fill Numba's cache with the simulator's and the acting step's kernels, so the
+    actors load them instead of each compiling them (and holding the compiler's memory) at once."""
+    with (logs / "warm.out").open("ab") as fh:
+        return subprocess.Popen([sys.executable, "-m", "actor.warm", "-c", str(cfg_path)], stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
+
+
+def _finish_warm(proc: subprocess.Popen, log: logging.Logger, timeout_s: float) -> None:
+    """Wait for the warm-up; if it fails or hangs the actors compile for themselves (a warning, no error)."""
+    try:
+        rc = proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        _stop([proc])
+        rc = proc.returncode
+    if rc != 0:
+        log.warning("compiling the actors' kernels ahead failed (%s); each actor compiles its own", _describe(rc))
+
+
 def run_distributed(cfg: Config, out_dir: str | Path, echo: bool = False, actor_timeout_s: float = 15.0,
                     start_timeout_s: float = 120.0, resume: bool = False,
                     progress: Callable[[dict[str, str]], None] | None = None) -> dict[str, Any]:
@@ -164,7 +184,9 @@ def run_distributed(cfg: Config, out_dir: str | Path, echo: bool = False, actor_
     try:
         learner = children.spawn("learner", ["learner", "-c", str(cfg_path), "--out", str(out), "--run-id", run_id,
                                              "--free-ports", "--watch-parent"] + ["--resume"] * resume)
+        warm = _start_warm(cfg_path, logs)  # compiles the actors' kernels once while the learner starts
         control = _wait_for_endpoints(learner, endpoints, logs, start_timeout_s)
+        _finish_warm(warm, log, start_timeout_s)
         log.info("run %s: learner pid %d at %s; starting %d actors", run_id, learner.pid, control,
                  cfg.dist.actors)
 

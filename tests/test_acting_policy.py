@@ -114,10 +114,10 @@ def test_an_actor_acts_without_importing_torch():
 import json, sys
 import numpy as np
 import launch.dist_cmd
-from actor.worker import _acting_setup
+from actor.worker import acting_setup
 from common.config import load_config
 cfg = load_config("configs/powernet.toml", ["dist.actors=2", "dist.envs_per_actor=2"])
-collector, timers, seed = _acting_setup(cfg, 1)
+collector, timers, seed = acting_setup(cfg, 1)
 rng = np.random.default_rng(0)
 collector.policy.load({k: (0.1 * rng.standard_normal(v.shape)).astype(v.dtype) if v.dtype == np.float32 else v
                        for k, v in collector.policy.params.items()})
