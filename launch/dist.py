@@ -23,7 +23,6 @@ from typing import Any
 from common import config as config_mod
 from common.config import Config
 from common.logs import setup_logging
-from common.security import server_security
 
 MAX_RESTARTS = 5
 
@@ -39,6 +38,7 @@ def build_learner(cfg: Config, out_dir: str | Path, run_id: str, free_ports: boo
     simulator), write config.toml, bind the learner's sockets; with `resume`, continue from
     RUN/checkpoints/latest.pt (model, optimiser, counters, actors' streams). `keys`/`insecure`: the bind
     policy of `common.security` (checked first, before anything is written)."""
+    from common.security import server_security  # pyzmq: the learner's, not the supervisor's
     from launch.local_trainer import prepare_run
     from learner.core import read_checkpoint
     from learner.service import LearnerService, torch_threads
