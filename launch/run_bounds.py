@@ -1,5 +1,5 @@
 """The value ranges a run's rollouts must respect, derived from what the run trains on: the reward
-definition (`simsvc.env.voltage_reward` and the divergence penalty), the system's agents and episode length,
+definition (`simsvc.reward`: `voltage_reward` and the divergence penalty), the system's agents and episode length,
 and the discount. The learner service enforces them on every rollout (`wire.validate_rollout`: a finite but
 absurd value is dropped as "out_of_range" instead of reaching the update); `common` and `learner` never
 import the simulator, so they are computed here and handed over.
@@ -31,7 +31,7 @@ OBS_ABS_MAX = 1e6
 
 def reward_range() -> tuple[float, float]:
     """The lowest and highest per-agent reward one control step can give, from the reward's definition."""
-    from simsvc.env import DIVERGED_REWARD, voltage_reward
+    from simsvc.reward import DIVERGED_REWARD, voltage_reward
 
     volts = np.concatenate([np.linspace(0.0, 2.0, 400_001), [0.8, 0.95, 1.0, 1.05, 1.25]])  # p.u., and the edges
     rewards = voltage_reward(volts)

@@ -19,6 +19,7 @@ import numpy as np
 from common.errors import InputError
 from common.graph import hop_distances
 from simsvc.metrics import outside_band
+from simsvc.reward import DIVERGED_REWARD, voltage_reward
 from simsvc.simulator import GridBatch, Measurements, stack_trace
 from simsvc.systems import OBS_NAMES, System, load_system
 
@@ -28,17 +29,7 @@ OBS_DIM = len(OBS_NAMES)
 LOAD_FACTOR_RANGE = (0.8, 1.2)
 LOAD_WALK_STEP = 0.05
 LOAD_FACTOR_CLIP = (0.5, 1.5)
-DIVERGED_REWARD = -10.0
 NOISE_STREAM = 1  # spawn key of the measurement-noise generator, apart from the load generator of a seed
-
-
-def voltage_reward(v_pu: np.ndarray) -> np.ndarray:
-    """Per-agent reward of one control step: 0.05 − |1 − v| in band, −10 far out, −|1 − v| else
-    (docs/mdp.md#rewards)."""
-    dev = np.abs(1.0 - v_pu)
-    reward = -dev
-    reward = np.where((v_pu >= 0.95) & (v_pu <= 1.05), 0.05 - dev, reward)
-    return np.where((v_pu <= 0.8) | (v_pu >= 1.25), -10.0, reward)
 
 
 class VecMicrogridEnv:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from simsvc.env import DIVERGED_REWARD, voltage_reward
+from simsvc.reward import DIVERGED_REWARD, voltage_reward
 from simsvc.simulator import GridBatch
 
 
