@@ -239,7 +239,11 @@ def test_under_curve_ids_come_from_keys_and_refused_handshakes_are_counted(tmp_p
         live.close()
     stats = json.loads((live.out / "learner_stats.json").read_text())
     assert stats["updates"] == updates and stats["dropped"] == dict(expected)
-    assert set(stats["handshakes_refused"]) == {"not_allowed", "protocol"}, stats["handshakes_refused"]
+    # the key not in the allow-list is refused as such; a client without CURVE fails the handshake before any
+    # key is read, which libzmq reports as a protocol error or without detail, depending on timing
+    refused = stats["handshakes_refused"]
+    assert refused.get("not_allowed") == 1 and sum(refused.values()) == 2, refused
+    assert set(refused) - {"not_allowed"} <= {"protocol", "other"}, refused
     _assert_finite_run(live.out, updates, 2)
     log = (live.out / "logs" / "learner.log").read_text()
     assert "a rollout as actor-0 from a connection authenticated as actor-1" in log
