@@ -35,11 +35,13 @@ def build_learner(cfg: Config, out_dir: str | Path, run_id: str, free_ports: boo
                   watch_parent: bool = False, resume: bool = False, keys: str | Path | None = None,
                   insecure: bool = False) -> Any:
     """Seed, build the model as the local trainer does (from the system's agent graph: the learner builds no
-    simulator), write config.toml, bind the learner's sockets; with `resume`, continue from
+    simulator), write config.toml, bind the learner's sockets and give them the run's value bounds
+    (`launch.run_bounds`); with `resume`, continue from
     RUN/checkpoints/latest.pt (model, optimiser, counters, actors' streams). `keys`/`insecure`: the bind
     policy of `common.security` (checked first, before anything is written)."""
     from common.security import server_security  # pyzmq: the learner's, not the supervisor's
     from launch.local_trainer import prepare_run
+    from launch.run_bounds import run_bounds
     from learner.core import read_checkpoint
     from learner.service import LearnerService, torch_threads
 
@@ -50,6 +52,9 @@ def build_learner(cfg: Config, out_dir: str | Path, run_id: str, free_ports: boo
                              watch_parent=watch_parent, security=security)
     if security.warning:
         service.log.warning("%s", security.warning)
+    bounds = run_bounds(cfg)  # the value ranges of this run's rollouts, from its reward and discount
+    if bounds is not None:
+        service.use_bounds(bounds)
     if resume:
         service.restore(read_checkpoint(latest))
     return service

@@ -37,8 +37,6 @@ def learner(config_path: str, out_dir: str, steps: int | None, overrides: tuple[
     # pyzmq (through common.security), torch and the simulator load here, not at import: --help stays quick.
     from common.security import parse_tcp
     from launch.dist import build_learner
-    from launch.run_bounds import run_bounds
-
     extra = list(overrides) + ([f"train.steps={steps}"] if steps is not None else [])
     if bind is not None:
         extra, free_ports = extra + _bind_overrides(bind), free_ports or parse_tcp(bind)[1] == 0
@@ -49,9 +47,6 @@ def learner(config_path: str, out_dir: str, steps: int | None, overrides: tuple[
     if service.security.warning:
         click.echo(f"warning: {service.security.warning}", err=True)
     try:
-        bounds = run_bounds(cfg)  # the value ranges of this run's rollouts, from its reward and discount
-        if bounds is not None:
-            service.use_bounds(bounds)
         service.write_endpoints(Path(out_dir) / "endpoints.json")
         click.echo(json.dumps({"run_id": run_id, **service.endpoints}), err=True)
         summary = service.run()
