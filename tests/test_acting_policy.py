@@ -112,3 +112,24 @@ def test_bench_act_reports_each_path_for_every_cell():
         assert row["fast_ms"] > 0 and row["torch_ms"] > 0
         assert ("anchor_ms" in row) == (row["algorithm"] == "powernet")  # the per-agent loop is NeurComm's
     assert set(report["summary"]["microgrid-6"]) >= {"worst_fast_per_env_ms", "target_ms", "target_met"}
+
+
+def test_a_foreign_sampler_state_restarts_only_that_groups_sampler():
+    # a checkpoint from before the NumPy sampler holds torch generator states: the group keeps its episode
+    # counter, samples from a fresh stream of its own seed, and the trainer is told which groups did
+    from actor.envs import make_vec_env
+    from actor.groups import GroupedCollector, group_sampler
+    from common.config import load_config
+
+    cfg = load_config("configs/ia2c.toml")
+    envs = [make_vec_env(cfg.env, 1, defer_reset=True) for _ in range(2)]
+    policy = ActingPolicy.for_model(cfg.model, envs[0].adjacency, envs[0].obs_dim, envs[0].n_actions)
+    grouped = GroupedCollector(envs, policy, 20, seed=3)
+    ours = action_sampler(9)
+    fresh = grouped.continue_streams({
+        0: {"episodes_done": 2, "sampler_state": sampler_state(ours)},
+        1: {"episodes_done": 2, "sampler_state": torch.Generator().manual_seed(1).get_state().numpy()}})
+    assert fresh == [1]
+    assert [int(c.episodes_done.max()) for c in grouped.collectors] == [2, 2]
+    np.testing.assert_array_equal(sampler_state(grouped.collectors[0].sampler), sampler_state(ours))
+    np.testing.assert_array_equal(sampler_state(grouped.collectors[1].sampler), sampler_state(group_sampler(3, 1)))
