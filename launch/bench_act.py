@@ -31,6 +31,7 @@ import click
 import numpy as np
 
 from common.errors import InputError
+from launch.bench_options import grid_options
 from launch.errors import exit_on_user_error
 
 TARGET_MS = {"microgrid-6": 0.1, "microgrid-20": 0.3}  # per env-step, from the issue
@@ -159,11 +160,7 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @click.command("act")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), default="runs/bench-act.json",
-              show_default=True, help="JSON output")
-@click.option("--systems", default="microgrid-6,microgrid-20", show_default=True)
-@click.option("--algorithms", default="all", show_default=True, help="comma-separated, or all")
-@click.option("--envs", default="1,4,16", show_default=True, help="envs per acting step")
+@grid_options("runs/bench-act.json", "envs per acting step")
 @click.option("--calls", type=int, default=200, show_default=True, help="calls per timing round (÷ envs)")
 @click.option("--rounds", type=int, default=7, show_default=True, help="timing rounds; the median is reported")
 @exit_on_user_error

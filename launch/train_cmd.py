@@ -10,6 +10,7 @@ import click
 
 from common.config import load_config, replace
 from common.errors import InputError
+from launch.bench_options import grid_options
 from launch.errors import exit_on_user_error
 
 
@@ -110,11 +111,7 @@ def evaluate(run_dir: str, episodes: int, seed: int, checkpoint: str) -> None:
 
 
 @click.command("learner")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), default="runs/bench-learner.json",
-              show_default=True, help="JSON output")
-@click.option("--systems", default="microgrid-6,microgrid-20", show_default=True)
-@click.option("--algorithms", default="all", show_default=True, help="comma-separated, or all")
-@click.option("--envs", default="1,4,16", show_default=True, help="batch sizes (envs per update) to time")
+@grid_options("runs/bench-learner.json", "batch sizes (envs per update) to time")
 @click.option("--repeats", type=int, default=5, show_default=True, help="timed updates per measurement")
 @click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads")
 @exit_on_user_error
