@@ -10,12 +10,14 @@ import click
 
 from launch.errors import exit_on_user_error
 
+TRAINING_SEEDS = (0, 32)  # first training seed and count: far below the evaluation seeds (2000 and up)
+
 
 @click.command("fit-baselines")
 @click.option("--system", "system_name", default="microgrid-6", show_default=True,
               help="a shipped system's name or the path of a system TOML file")
-@click.option("--first-seed", type=int, default=0, show_default=True, help="first training seed")
-@click.option("--seeds", "n_seeds", type=int, default=32, show_default=True,
+@click.option("--first-seed", type=int, default=TRAINING_SEEDS[0], show_default=True, help="first training seed")
+@click.option("--seeds", "n_seeds", type=int, default=TRAINING_SEEDS[1], show_default=True,
               help="training seeds: first-seed .. first-seed + seeds - 1 (far below the evaluation seeds)")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False),
               help="where to write [default: fitted/NAME.toml beside the system file]")

@@ -80,7 +80,7 @@ class RandomSetpoints:
     def setpoints(self, meas: Measurements, vn_v: np.ndarray) -> np.ndarray:
         s = self.system
         actions = self.rng.integers(0, s.n_actions, size=vn_v.shape)
-        return s.setpoint_min_v + actions * (s.setpoint_max_v - s.setpoint_min_v) / s.n_actions
+        return setpoint_choices(s)[actions]
 
 
 class FixedSetpoints:
@@ -102,12 +102,13 @@ class LocalDroopInversion:
     def __init__(self, system: System, snap: bool = True):
         self.system, self.snap = system, snap
         self.n_q = system.dg_params[:, DG_COL["n_q"]]
+        self.choices = setpoint_choices(system)
 
     def setpoints(self, meas: Measurements, vn_v: np.ndarray) -> np.ndarray:
         s = self.system
         wanted = s.v_nom_v + self.n_q * meas.q_var
         if self.snap:
-            return setpoint_choices(s)[nearest_action(s, wanted)]
+            return self.choices[nearest_action(s, wanted)]
         return np.clip(wanted, s.setpoint_min_v, s.setpoint_max_v)
 
 

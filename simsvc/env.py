@@ -21,7 +21,7 @@ from common.graph import hop_distances
 from simsvc.metrics import outside_band
 from simsvc.reward import DIVERGED_REWARD, voltage_reward
 from simsvc.simulator import GridBatch, Measurements, stack_trace
-from simsvc.systems import OBS_NAMES, System, load_system
+from simsvc.systems import OBS_NAMES, System, load_system, setpoint_choices
 
 DISTURBANCES = ("none", "episode", "walk")
 ACTION_MODES = ("discrete", "continuous")
@@ -174,8 +174,7 @@ class VecMicrogridEnv:
         if self.action_mode == "discrete":
             if np.any(a != np.round(a)) or np.any(a < 0) or np.any(a >= self.n_actions):
                 raise ValueError(f"discrete actions must be integers in 0..{self.n_actions - 1}, got {a.tolist()}")
-            step_v = (s.setpoint_max_v - s.setpoint_min_v) / self.n_actions
-            return s.setpoint_min_v + step_v * a.astype(np.float64)
+            return setpoint_choices(s)[a.astype(np.int64)]
         if np.any(a < -1.0) or np.any(a > 1.0):
             raise ValueError(f"continuous actions must lie in [-1, 1], got {a.tolist()}")
         return s.setpoint_min_v + (a.astype(np.float64) + 1.0) * 0.5 * (s.setpoint_max_v - s.setpoint_min_v)

@@ -16,7 +16,6 @@ from simsvc.env import VecMicrogridEnv
 from simsvc.lookahead import coordinate_search, held_returns
 from simsvc.systems import System, setpoint_choices
 
-TRAINING_SEEDS = (0, 32)  # first seed and count
 MAX_SWEEPS = 4
 
 
@@ -36,8 +35,7 @@ def episode_scorer(system: System, first_seed: int, n_seeds: int) -> Callable[[n
     return score
 
 
-def fit_setpoints(system: System, first_seed: int = TRAINING_SEEDS[0], n_seeds: int = TRAINING_SEEDS[1],
-                  max_sweeps: int = MAX_SWEEPS) -> dict[str, Any]:
+def fit_setpoints(system: System, first_seed: int, n_seeds: int, max_sweeps: int = MAX_SWEEPS) -> dict[str, Any]:
     """The fitted `constant` and `per-dg` set-points with their mean training return, as the fitted-file
     tables (`constant`, `per_dg`)."""
     score = episode_scorer(system, first_seed, n_seeds)
