@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit
 
 # mode[] entries of `act_step`
-NEIGHBOUR_OBS, FP_MESSAGE, H_MESSAGE, ADDITIVE, OWN_ACTION = range(5)
+NEIGHBOUR_OBS, FP_MESSAGE, H_MESSAGE, ADDITIVE, OWN_ACTION, GLOBAL_CRITIC = range(6)
 H_NONE, H_GATHER, H_MEAN = 0, 1, 2  # values of mode[H_MESSAGE]
 
 
@@ -224,6 +224,30 @@ def _values(h_out, actions, cnt, nb, crit_w, crit_b, values):
 
 
 @njit(cache=True)
+def _dense_relu(x, w, b, out, relu):
+    """out[b, j] = b[j] + sum_k x[b, k] w[j, k] (a torch Linear's [out, in] weight), then ReLU if `relu`."""
+    for e in range(x.shape[0]):
+        for j in range(w.shape[0]):
+            v = b[j]
+            for k in range(w.shape[1]):
+                v += x[e, k] * w[j, k]
+            out[e, j] = max(v, np.float32(0.0)) if relu else v
+
+
+@njit(cache=True)
+def global_values(obs, w1, b1, w2, b2, w3, b3, values):
+    """The centralised critic (MAPPO): values [B, N] = W3 relu(W2 relu(W1 s + b1) + b2) + b3 with the global
+    state s = obs [B, N, O] flattened per env."""
+    n_envs = obs.shape[0]
+    state = np.ascontiguousarray(obs).reshape(n_envs, -1)
+    z1 = np.empty((n_envs, w1.shape[0]), dtype=np.float32)
+    z2 = np.empty((n_envs, w2.shape[0]), dtype=np.float32)
+    _dense_relu(state, w1, b1, z1, True)
+    _dense_relu(z1, w2, b2, z2, True)
+    _dense_relu(z2, w3, b3, values, False)
+
+
+@njit(cache=True)
 def act_step(obs, starts, h, c, fp, u, nb, cnt, ids, mode,
              obs_w, obs_b, fp_w, fp_b, msg_w, msg_b, lstm_w, lstm_b, act_w, act_b, crit_w, crit_b,
              h_out, c_out, fp_out, logits, actions, logp, values):
@@ -231,7 +255,8 @@ def act_step(obs, starts, h, c, fp, u, nb, cnt, ids, mode,
 
     obs [B, N, O], starts [B] (the state of those envs is reset first), h, c [B, N, H], fp [B, N, A],
     u [B, N] uniforms; nb [N, D] neighbour indices (the first cnt[n] are real), ids [N, N or 0] agent ids
-    (shared weights), mode[5] the algorithm's flags. Weights as `common.nets` stacks them ([1 or N, in, out];
+    (shared weights), mode[6] the algorithm's flags (with GLOBAL_CRITIC set, `values` is left for
+    `global_values`). Weights as `common.nets` stacks them ([1 or N, in, out];
     the critic's [.., in]). Writes the new state, logits, actions, their log-probabilities and values."""
     n_envs, n_agents, _ = obs.shape
     hidden, n_actions = h.shape[2], fp.shape[2]
@@ -257,4 +282,5 @@ def act_step(obs, starts, h, c, fp, u, nb, cnt, ids, mode,
         _messages(n, wi, mode, h0, fp0, cnt, nb, fp_w, fp_b, msg_w, msg_b, p, m)
         _lstm(n, wi, mode, enc, p, m, h0, c0, fp0, lstm_w, lstm_b, gates, c_new, h_new, h_out, c_out)
         _policy(n, wi, h_out, u, act_w, act_b, logits, fp_out, actions, logp)
-    _values(h_out, actions, cnt, nb, crit_w, crit_b, values)
+    if not mode[GLOBAL_CRITIC]:
+        _values(h_out, actions, cnt, nb, crit_w, crit_b, values)

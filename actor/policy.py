@@ -5,7 +5,8 @@ dtypes, so a weights message loads into it as into the model) and runs a step wi
 `actor.act_kernel`. What each algorithm feeds its LSTM is described by one row of `ACTING`; everything else
 (encoder, LSTM, actor head, neighbourhood critic, state reset at episode starts) is shared, as in
 `common.nets.base`. ConseNet's parameter averaging happens in the learner after each optimiser step, so
-actors receive averaged weights and act like IA2C without neighbour observations.
+actors receive averaged weights and act like IA2C without neighbour observations. MAPPO's critic is not the
+neighbourhood one but an MLP over all agents' observations, run by `actor.act_kernel.global_values`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from actor.act_kernel import H_GATHER, H_MEAN, H_NONE, act_step
+from actor.act_kernel import H_GATHER, H_MEAN, H_NONE, act_step, global_values
 from common.graph import hop_distances
 
 
@@ -29,6 +30,7 @@ class Acting:
     h_message: int = H_NONE      # H_GATHER: relu(W_m [h_j]); H_MEAN: W_m mean_j h_j
     additive: bool = False       # messages are added to the encoded observation (else concatenated)
     own_action: bool = False     # DIAL: plus the one-hot of the agent's previous greedy action
+    global_critic: bool = False  # MAPPO: V from all agents' observations (else the neighbourhood critic)
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -43,6 +45,7 @@ ACTING: dict[str, Acting] = {
     "consenet": Acting(neighbour_obs=False),
     "fprint": Acting(fp_message=True),
     "ia2c": Acting(),
+    "mappo": Acting(neighbour_obs=False, global_critic=True),
 }
 
 
@@ -99,8 +102,13 @@ def state_dict_layout(algorithm: str, adjacency: np.ndarray, obs_dim: int, n_act
         out[f"{layer}.bias"] = ((rows, hidden), f32)
     lstm_in = hidden if acting.additive else hidden * len(acting.layers)
     out.update({"lstm.weight": ((rows, lstm_in + hidden, 4 * hidden), f32), "lstm.bias": ((rows, 4 * hidden), f32),
-                "actor.weight": ((rows, hidden, n_actions), f32), "actor.bias": ((rows, n_actions), f32),
-                "critic.weight": ((rows, hidden + width * n_actions, 1), f32), "critic.bias": ((rows, 1), f32)})
+                "actor.weight": ((rows, hidden, n_actions), f32), "actor.bias": ((rows, n_actions), f32)})
+    if acting.global_critic:  # torch Linear layers: weight [out, in]
+        out.update({"critic.fc1.weight": ((hidden, n * obs_dim), f32), "critic.fc1.bias": ((hidden,), f32),
+                    "critic.fc2.weight": ((hidden, hidden), f32), "critic.fc2.bias": ((hidden,), f32),
+                    "critic.out.weight": ((n, hidden), f32), "critic.out.bias": ((n,), f32)})
+    else:
+        out.update({"critic.weight": ((rows, hidden + width * n_actions, 1), f32), "critic.bias": ((rows, 1), f32)})
     return out
 
 
@@ -123,7 +131,8 @@ class ActingPolicy:
         if share_weights:
             self.params["agent_id"][:] = np.eye(self.n_agents, dtype=np.float32)
         self._mode = np.array([self.acting.neighbour_obs, self.acting.fp_message, self.acting.h_message,
-                               self.acting.additive, self.acting.own_action], dtype=np.int64)
+                               self.acting.additive, self.acting.own_action, self.acting.global_critic],
+                              dtype=np.int64)
         self._args = self._kernel_weights()
 
     @classmethod
@@ -137,12 +146,15 @@ class ActingPolicy:
         p, rows, hidden = self.params, self.params["lstm.weight"].shape[0], self.hidden
         empty_w = np.zeros((rows, 0, hidden), dtype=np.float32)
         empty_b = np.zeros((rows, hidden), dtype=np.float32)
-        critic = p["critic.weight"]
+        if self.acting.global_critic:  # act_step skips its critic; `global_values` reads the critic.* layers
+            critic, critic_b = np.zeros((rows, 0, 1), dtype=np.float32), np.zeros((rows, 1), dtype=np.float32)
+        else:
+            critic, critic_b = p["critic.weight"], p["critic.bias"]
         return (p["agent_id"], self._mode, p["obs_fc.weight"], p["obs_fc.bias"],
                 p.get("fp_fc.weight", empty_w), p.get("fp_fc.bias", empty_b),
                 p.get("msg_fc.weight", empty_w), p.get("msg_fc.bias", empty_b),
                 p["lstm.weight"], p["lstm.bias"], p["actor.weight"], p["actor.bias"],
-                critic.reshape(critic.shape[0], critic.shape[1]), p["critic.bias"])
+                critic.reshape(critic.shape[0], critic.shape[1]), critic_b)
 
     def load(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Copy a state_dict's arrays (e.g. a weights message, already validated) into this policy."""
@@ -171,7 +183,12 @@ class ActingPolicy:
         logits = np.empty((batch, n, n_actions), f32)
         actions = np.empty((batch, n), np.int64)
         logp, values = np.empty((batch, n), f32), np.empty((batch, n), f32)
-        act_step(np.ascontiguousarray(obs, dtype=f32), np.ascontiguousarray(starts, dtype=np.bool_),
+        obs = np.ascontiguousarray(obs, dtype=f32)
+        act_step(obs, np.ascontiguousarray(starts, dtype=np.bool_),
                  state.h, state.c, state.fp, np.ascontiguousarray(u, dtype=np.float64), self._nb, self._cnt,
                  *self._args, new.h, new.c, new.fp, logits, actions, logp, values)
+        if self.acting.global_critic:
+            p = self.params
+            global_values(obs, p["critic.fc1.weight"], p["critic.fc1.bias"], p["critic.fc2.weight"],
+                          p["critic.fc2.bias"], p["critic.out.weight"], p["critic.out.bias"], values)
         return Acted(new, logits, actions, logp, values)

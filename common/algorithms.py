@@ -18,6 +18,7 @@ NETWORK_CLASSES: dict[str, str] = {
     "consenet": "common.nets.consenet:ConseNet",
     "fprint": "common.nets.fprint:FPrint",
     "ia2c": "common.nets.ia2c:IA2C",
+    "mappo": "common.nets.mappo:MAPPO",
 }
 ALGORITHMS: tuple[str, ...] = tuple(NETWORK_CLASSES)
 

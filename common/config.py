@@ -86,6 +86,8 @@ class TrainConfig:
                      choices=("a2c", "ppo"))
     ppo_clip: float = _opt(0.2, "PPO ratio clip epsilon", low=0.0)
     ppo_epochs: int = _opt(4, "PPO epochs over each batch", low=1)
+    advantage_norm: bool = _opt(False, "normalise each batch's advantages to mean 0 and standard deviation 1 "
+                                "(over all steps, envs and agents) before the policy loss")
     loss_reduction: str = _opt("sum", "combine per-agent losses by sum (as the original) or mean",
                                choices=("sum", "mean"))
     seed: int = _opt(0, "seed of torch, numpy and the training episodes", low=0)

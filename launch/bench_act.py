@@ -90,7 +90,7 @@ def _cell(algorithm: str, spec: _Graph, n_envs: int, calls: int, rounds: int, an
         actions = torch.multinomial(F.softmax(logits, -1).reshape(-1, spec.n_actions), 1,
                                     generator=generator).reshape(logits.shape[:-1])
         F.log_softmax(logits, -1).gather(-1, actions.unsqueeze(-1))
-        model.value(new.h, actions)
+        model.value(new.h, actions, t_obs)
 
     row: dict[str, Any] = {"algorithm": algorithm, "system": spec.system, "agents": n, "envs": n_envs}
     for name, fn in (("fast", fast), ("torch", torch_step)):

@@ -152,7 +152,7 @@ def _measure(alg: str, graph: dict[str, Any], device: torch.device, env_counts: 
         @torch.no_grad()
         def act(obs=obs, state=state, starts=starts) -> None:
             logits, new_state = model.step(obs, state, starts)
-            model.value(new_state.h, logits.argmax(-1))
+            model.value(new_state.h, logits.argmax(-1), obs)
 
         def learn(rollout=rollout) -> None:
             update(model, opt, rollout, train_cfg)

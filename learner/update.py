@@ -49,7 +49,15 @@ def prepare(model: GraphActorCritic, rollout: Rollout, cfg: TrainConfig) -> Batc
     """Move a rollout to the model's device and compute its returns and advantages (no gradient)."""
     x, rewards, state0 = _on_device(model, rollout, cfg)
     returns, advantages = R.targets(rewards, x["values"], x["dones"], x["bootstrap"], cfg.gamma, gae_lambda(cfg))
-    return Batch(x["obs"], x["actions"], x["starts"], x["logp"], returns, advantages, state0)
+    return Batch(x["obs"], x["actions"], x["starts"], x["logp"], returns, normalised(advantages, cfg), state0)
+
+
+def normalised(advantages: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """The advantages, standardised over the whole batch when train.advantage_norm is on (as MAPPO does):
+    the policy step's size then no longer scales with the reward's."""
+    if not cfg.advantage_norm:
+        return advantages
+    return (advantages - advantages.mean()) / (advantages.std(unbiased=False) + 1e-8)
 
 
 def agent_losses(model: GraphActorCritic, batch: Batch, cfg: TrainConfig) -> dict[str, torch.Tensor]:
@@ -60,7 +68,7 @@ def agent_losses(model: GraphActorCritic, batch: Batch, cfg: TrainConfig) -> dic
     log_probs = F.log_softmax(logits, dim=-1)
     logp = log_probs.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
     entropy = -(log_probs.exp() * log_probs).sum(-1)
-    values = model.value(hs, batch.actions)
+    values = model.value(hs, batch.actions, batch.obs)
     dims = (0, 1)
     if cfg.loss == "ppo":
         ratio = torch.exp(logp - batch.logp)
@@ -112,11 +120,12 @@ def vtrace_losses(model: GraphActorCritic, batch: OffPolicyBatch, cfg: TrainConf
     log_probs = F.log_softmax(logits, dim=-1)
     logp = log_probs.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
     entropy = -(log_probs.exp() * log_probs).sum(-1)
-    values = model.value(hs, batch.actions)
+    values = model.value(hs, batch.actions, batch.obs)
     log_ratio = (logp - batch.logp).detach()
     lam = gae_lambda(cfg)
     vs, advantages = R.vtrace(batch.rewards, values.detach(), batch.dones, batch.bootstrap, log_ratio,
                               cfg.gamma, cfg.vtrace_rho_clip, cfg.vtrace_c_clip, 1.0 if lam is None else lam)
+    advantages = normalised(advantages, cfg)
     dims = (0, 1)
     policy = -(logp * advantages).mean(dims)
     value = (vs - values).pow(2).mean(dims)

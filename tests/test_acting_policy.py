@@ -36,7 +36,7 @@ def _torch_step(model, obs, starts, state, u):
         actions = sample_from_probs(F.softmax(logits, dim=-1).numpy(), u)
         a = torch.from_numpy(actions)
         logp = F.log_softmax(logits, dim=-1).gather(-1, a.unsqueeze(-1)).squeeze(-1)
-        values = model.value(new.h, a)
+        values = model.value(new.h, a, torch.from_numpy(obs))
     return logits.numpy(), new, actions, logp.numpy(), values.numpy()
 
 

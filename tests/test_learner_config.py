@@ -19,11 +19,16 @@ def test_every_algorithm_has_one_config_that_states_only_its_own_keys():
     for algorithm in ALGORITHMS:
         cfg = load_config(f"configs/{algorithm}.toml")
         assert cfg.model.algorithm == algorithm
-        # everything but the algorithm and its spatial discount is the schema's default (said once)
+        # everything but the algorithm and its spatial discount is the schema's default (said once); MAPPO's
+        # definition also fixes its recipe (shared actor, PPO with GAE and normalised advantages, Adam)
         assert cfg.env == defaults.env and cfg.dist == defaults.dist
         assert cfg.model.hidden == defaults.model.hidden
-        assert {k for k, v in cfg.to_dict()["train"].items() if v != defaults.to_dict()["train"][k]} <= {
-            "spatial_discount"}
+        own = {"spatial_discount"} | (MAPPO_RECIPE if algorithm == "mappo" else set())
+        assert {k for k, v in cfg.to_dict()["train"].items() if v != defaults.to_dict()["train"][k]} <= own
+        assert cfg.model.share_weights == (algorithm == "mappo")
+
+
+MAPPO_RECIPE = {"loss", "gae_lambda", "advantage_norm", "optimizer", "lr", "num_envs"}
 
 
 def test_a_run_file_with_retired_keys_loads_without_them(tmp_path):

@@ -35,7 +35,7 @@ class AgentState(NamedTuple):
 
 
 class GraphActorCritic(nn.Module):
-    """Base of all seven networks. Subclasses build their input layers in `build_inputs` (returning the LSTM
+    """Base of all the networks. Subclasses build their input layers in `build_inputs` (returning the LSTM
     input width), encode a window's observations in `encode_obs`, and compute the per-step inputs that
     depend on the previous state (messages, fingerprints) in `messages`.
     """
@@ -56,7 +56,7 @@ class GraphActorCritic(nn.Module):
         lstm_in = self.build_inputs()
         self.lstm = AgentLSTMCell(n, lstm_in, hidden, share_weights)
         self.actor = AgentLinear(n, hidden, n_actions, share_weights)
-        self.critic = AgentLinear(n, hidden + self.neighbours.width * n_actions, 1, share_weights)
+        self.critic = self.build_critic()
 
     def linear(self, in_features: int, out_features: int) -> AgentLinear:
         """A per-agent (or shared) linear layer of this model."""
@@ -69,6 +69,11 @@ class GraphActorCritic(nn.Module):
 
     def build_inputs(self) -> int:
         raise NotImplementedError
+
+    def build_critic(self) -> nn.Module:
+        """The value head; by default the neighbourhood critic read by `value`."""
+        return AgentLinear(self.n_agents, self.hidden + self.neighbours.width * self.n_actions, 1,
+                           self.share_weights)
 
     def encode_obs(self, obs: torch.Tensor) -> torch.Tensor:
         """The part of the LSTM input that depends on observations only; applied to a whole window at once."""
@@ -128,8 +133,9 @@ class GraphActorCritic(nn.Module):
         logits = self.actor.agent_major(h).transpose(0, 1)
         return logits, AgentState(h.transpose(0, 1), c.transpose(0, 1), F.softmax(logits, dim=-1).detach())
 
-    def value(self, h: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Neighbourhood critic V_i = w_i . [h_i, onehot(a_j) for j in N(i)]; h [..., N, H], actions [..., N]."""
+    def value(self, h: torch.Tensor, actions: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """Neighbourhood critic V_i = w_i . [h_i, onehot(a_j) for j in N(i)]; h [..., N, H], actions [..., N].
+        The observations obs [..., N, O] are for critics on the global state (MAPPO); this one ignores them."""
         onehot = F.one_hot(actions, self.n_actions).to(h.dtype)
         return self.critic(torch.cat([h, self.neighbours(onehot)], dim=-1)).squeeze(-1)
 
