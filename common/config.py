@@ -99,6 +99,10 @@ class TrainConfig:
     checkpoint_every: int = _opt(50_000, "environment steps between checkpoints (one is also written at the "
                                  "end)", low=1)
     log_every: int = _opt(50, "updates between progress lines in the log", low=1)
+    eval_every: int = _opt(0, "local trainer: evaluate the greedy policy every this many env steps on the "
+                           "evaluation seeds and append it to eval_curve.csv (0: never)", low=0)
+    eval_episodes: int = _opt(20, "episodes of each evaluation during training (seeds eval_seed, +25, ...)", low=1)
+    eval_seed: int = _opt(2000, "first seed of the evaluations during training (2000: the protocol's)", low=0)
     vtrace_rho_clip: float = _opt(1.0, "async mode: V-trace clip rho-bar of the importance weights in the "
                                   "targets and policy gradient", low=0.0)
     vtrace_c_clip: float = _opt(1.0, "async mode: V-trace clip c-bar of the trace-cutting weights", low=0.0)

@@ -46,6 +46,11 @@ def run_episode(env: Any, model: GraphActorCritic, seed: int, greedy: bool = Tru
     return {k: np.stack(v) for k, v in trace.items()}
 
 
+def evaluation_env(env_cfg: Any) -> Any:
+    """The 1-env VecEnv every greedy evaluation uses: the run's system, loads fixed within each episode."""
+    return make_vec_env(env_cfg, 1, disturbance="episode")
+
+
 def evaluate_run(run_dir: str | Path, episodes: int = 20, seed: int = 2000, checkpoint: str = "latest"
                  ) -> dict[str, Any]:
     """Evaluate run_dir/checkpoints/<checkpoint>.pt greedily and write run_dir/eval/."""
@@ -56,7 +61,7 @@ def evaluate_run(run_dir: str | Path, episodes: int = 20, seed: int = 2000, chec
     if episodes < 1:
         raise InputError("--episodes must be at least 1")
     cfg = load_config(run / "config.toml")
-    env = make_vec_env(cfg.env, 1, disturbance="episode")
+    env = evaluation_env(cfg.env)
     torch.manual_seed(0)
     model = build_model(cfg.model, env.adjacency, env.obs_dim, env.n_actions)
     model.load_state_dict(read_checkpoint(ckpt_path)["model"])

@@ -3,7 +3,7 @@ the ground truth the distributed system must match, so it uses the same pieces: 
 (`actor.groups`, seeded per group as sync mode seeds its actors) and the learner's core (`learner.core`).
 
 Run directory: config.toml (resolved), metrics.csv (a row per update), tb/ (the same metrics as TensorBoard
-scalars), checkpoints/{latest,best}.pt, logs/learner.log.
+scalars), checkpoints/{latest,best}.pt, logs/learner.log, and eval_curve.csv with train.eval_every.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from common.errors import InputError
 from common.logs import setup_logging
 from common.nets import GraphActorCritic, build_model, weight_arrays
 from common.seeding import seed_everything
+from launch.eval_curve import EvalCurve
 from launch.provenance import provenance_header
 from learner.checkpoint import checkpoint_path
 from learner.core import LearnerCore, read_checkpoint
@@ -45,6 +46,12 @@ def prepare_run(cfg: Config, out_dir: str | Path, resume: bool) -> tuple[Path, G
     (out / "config.toml").write_text(config_mod.dumps(cfg, header=provenance_header()))
     seed_everything(cfg.train.seed)
     return latest, build_model(cfg.model, spec.adjacency, spec.obs_dim, spec.n_actions).to(device)
+
+
+def _evaluate(curve: EvalCurve, model: GraphActorCritic, core: LearnerCore, log: Any) -> None:
+    row = curve.run(model, core.env_steps, core.updates, core.wall_s)
+    log.info("greedy evaluation at %d env steps: return %.3f over %d seeds (%.1f s)", core.env_steps,
+             row["eval_return"], len(curve.seeds), row["eval_s"])
 
 
 def train_local(cfg: Config, out_dir: str | Path, resume: bool = False, echo: bool = False,
@@ -73,6 +80,7 @@ def train_local(cfg: Config, out_dir: str | Path, resume: bool = False, echo: bo
                         "they sample from a fresh stream", fresh)
     else:
         collector.reset()
+    curve = EvalCurve(cfg, out_dir, core.env_steps)
     log.info("config %s", cfg.to_dict())
     log.info("algorithm %s on %s: %d agents, %d envs, %d parameters, device %s", cfg.model.algorithm,
              cfg.env.system, model.n_agents, tc.num_envs, sum(p.numel() for p in model.parameters()),
@@ -83,7 +91,11 @@ def train_local(cfg: Config, out_dir: str | Path, resume: bool = False, echo: bo
             batch, windows = collector.collect(version=core.updates)
             stats = core.learn(batch)
             core.record(stats, batch, windows, lags=[0])
+            if curve.due(core.env_steps):
+                _evaluate(curve, model, core, log)
         core.checkpoint()
+        if curve.due(core.env_steps, final=True):
+            _evaluate(curve, model, core, log)
     log.info("finished: %d updates, %d env steps, recent return %.3f", core.updates, core.env_steps,
              core.recent_mean)
     return core.summary()
