@@ -96,6 +96,8 @@ class TrainConfig:
     env_groups: int = _opt(1, "local trainer: split train.num_envs into this many groups seeded like sync "
                            "mode's actors (set it to dist.actors to reproduce a sync run exactly)", low=1)
     device: str = _opt("cpu", "device of the learner's update: cpu or cuda", choices=("cpu", "cuda"))
+    threads: int = _opt(1, "local trainer: torch CPU threads of the update (the distributed services use one "
+                        "each); more than one pays only for large systems on an otherwise idle machine", low=1)
     checkpoint_every: int = _opt(50_000, "environment steps between checkpoints (one is also written at the "
                                  "end)", low=1)
     log_every: int = _opt(50, "updates between progress lines in the log", low=1)
@@ -256,6 +258,7 @@ def config_digest(cfg: Config) -> str:
     """A short digest of what learner and actors must agree on (the env, the model, the training recipe and
     the rollout layout); an actor refuses a learner whose digest differs from its own."""
     data = {k: v for k, v in cfg.to_dict().items() if k in ("env", "model", "train")}
-    data["train"] = {k: v for k, v in data["train"].items() if k not in ("steps", "device", "log_every")}
+    local_only = ("steps", "device", "log_every", "threads", "eval_every", "eval_episodes", "eval_seed")
+    data["train"] = {k: v for k, v in data["train"].items() if k not in local_only}
     data["dist"] = {"envs_per_actor": cfg.dist.envs_per_actor, "mode": cfg.dist.mode}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -63,6 +63,7 @@ def train_local(cfg: Config, out_dir: str | Path, resume: bool = False, echo: bo
     from actor.groups import GroupedCollector, envs_per_group
     from actor.policy import ActingPolicy
 
+    torch.set_num_threads(cfg.train.threads)  # torch's default (every core) collapses on a busy machine
     latest, model = prepare_run(cfg, out_dir, resume)
     log = setup_logging(Path(out_dir) / "logs" / "learner.log", "learner", echo=echo)
     tc = cfg.train
