@@ -77,6 +77,8 @@ class TrainConfig:
                                     low=1)
     value_coef: float = _opt(0.5, "value-loss coefficient c_v", low=0.0)
     entropy_coef: float = _opt(0.01, "entropy-bonus coefficient c_e", low=0.0)
+    entropy_schedule: str = _opt("constant", "constant, or linear decay of entropy_coef to 0 at train.steps",
+                                 choices=("constant", "linear"))
     reward_norm: float = _opt(2.5, "rewards are divided by this before learning", low=1e-12)
     reward_clip: Any = _opt(OFF, "clip learning rewards to [-c, c] after scaling, or \"off\"", low=0.0,
                             off_ok=True)
@@ -126,6 +128,8 @@ class DistConfig:
                                "dist.actors)", low=0)
     learner_delay_s: float = _opt(0.0, "testing aid: the learner sleeps this long before every update, "
                                   "emulating a slow learner (async lag then grows)", low=0.0)
+    actor_hang_s: float = _opt(60.0, "supervisor: restart an actor the learner has not heard from (no rollout, "
+                               "no heartbeat) for this many seconds while its process lives (0: never)", low=0.0)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from common.rollout import Rollout
 from common.seeding import global_rng_state, set_global_rng_state
 from common.tb import log_scalars
 from learner.checkpoint import keep_previous, load_checkpoint, save_checkpoint
-from learner.update import learning_rate, make_optimizer, set_learning_rate, update
+from learner.update import learning_rate, make_optimizer, scheduled, set_learning_rate, update
 
 # one row per update; the diagnostics are empty where the loss has none (PPO: clip_fraction, approx_kl;
 # async a2c with V-trace: rho_mean, rho_clipped)
@@ -185,12 +185,14 @@ class LearnerCore:
     # ---------------------------------------------------------------------------------------------- updates
 
     def learn(self, batch: Rollout, off_policy: bool = False) -> dict[str, float]:
-        """One update on `batch` at the scheduled learning rate; advances the counters. A skipped update (see
-        `learner.update.update`) still counts as one, with unchanged weights, so that actors waiting for the
-        next version go on; after train.max_skipped_updates of them in a row `record` stops the run."""
+        """One update on `batch` at the scheduled learning rate and entropy coefficient; advances the counters.
+        A skipped update (see `learner.update.update`) still counts as one, with unchanged weights, so that
+        actors waiting for the next version go on; after train.max_skipped_updates of them in a row `record`
+        stops the run."""
         set_learning_rate(self.optimiser, learning_rate(self.cfg.train, self.env_steps))
         self.model.train()
-        stats = update(self.model, self.optimiser, batch, self.cfg.train, off_policy=off_policy)
+        stats = update(self.model, self.optimiser, batch, scheduled(self.cfg.train, self.env_steps),
+                       off_policy=off_policy)
         self.updates += 1
         self.env_steps += int(batch.rewards.shape[0] * batch.rewards.shape[1])
         if not stats["skipped"]:

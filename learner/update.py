@@ -10,6 +10,7 @@ term is PPO's clipped surrogate and the batch is used for train.ppo_epochs steps
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from typing import NamedTuple
 
@@ -149,6 +150,14 @@ def learning_rate(cfg: TrainConfig, env_steps: int) -> float:
     if cfg.lr_schedule == "linear":
         return cfg.lr * max(0.0, 1.0 - env_steps / cfg.steps)
     return cfg.lr
+
+
+def scheduled(cfg: TrainConfig, env_steps: int) -> TrainConfig:
+    """cfg with the entropy coefficient of `env_steps` (train.entropy_schedule = linear decays it to 0 at
+    train.steps: explore early, act on the learned differences late); cfg itself when constant."""
+    if cfg.entropy_schedule == "linear":
+        return dataclasses.replace(cfg, entropy_coef=cfg.entropy_coef * max(0.0, 1.0 - env_steps / cfg.steps))
+    return cfg
 
 
 def set_learning_rate(optimiser: torch.optim.Optimizer, lr: float) -> None:

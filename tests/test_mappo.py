@@ -1,4 +1,5 @@
-"""MAPPO: the actor reads only its own observation, the critic the global state; advantage normalisation."""
+"""MAPPO: the actor reads only its own observation, the critic the global state; advantage normalisation and
+the entropy schedule (training options every algorithm can use)."""
 
 from __future__ import annotations
 
@@ -84,3 +85,16 @@ def test_advantage_normalisation_standardises_the_batch_only_when_asked(on):
         assert torch.equal(batch.advantages, raw.advantages)
         assert torch.equal(normalised(raw.advantages, cfg), raw.advantages)
     assert torch.equal(batch.returns, raw.returns)
+
+
+def test_the_linear_entropy_schedule_decays_the_bonus_to_zero_and_constant_keeps_it():
+    from learner.update import scheduled
+
+    linear = load_config(None, ['train.entropy_schedule="linear"', "train.steps=1000",
+                                "train.entropy_coef=0.01"]).train
+    assert scheduled(linear, 0).entropy_coef == pytest.approx(0.01)
+    assert scheduled(linear, 250).entropy_coef == pytest.approx(0.0075)
+    assert scheduled(linear, 1000).entropy_coef == 0.0 and scheduled(linear, 2000).entropy_coef == 0.0
+    assert scheduled(linear, 250).lr == linear.lr  # nothing else moves
+    constant = load_config(None, ["train.steps=1000"]).train
+    assert scheduled(constant, 500) is constant
