@@ -57,6 +57,39 @@ def secondary_frequency_flow(system: System, h_s: float) -> tuple[np.ndarray, np
     return np.ascontiguousarray(decay), np.ascontiguousarray(np.linalg.solve(k, a_pin))
 
 
+def frequency_flow(system: System, h_s: float, mode: str = "auto") -> model.FrequencyFlow:
+    """How the kernel applies the set-points' exact flow over h seconds (docs/pgsim.md#sparse-frequency-flow).
+
+    mode "dense": the matrices of secondary_frequency_flow. "taylor": e^{−Kh}·v as its Taylor series in the
+    sparse −Kh, cut where the remainder bound ρ^{m+1}/(m+1)!/(1 − ρ/(m+2)) (ρ = ‖Kh‖_∞) drops below
+    2^-53, which needs ρ <= 4. "auto": taylor where that is allowed and m·nnz(K) < n_dg², else dense.
+    """
+    if mode not in ("auto", "dense", "taylor"):
+        raise InputError(f"frequency flow must be 'auto', 'dense' or 'taylor', got {mode!r}")
+    k, _ = secondary_frequency_matrices(system)
+    n = system.n_dg
+    a = -h_s * k
+    rho = float(np.abs(a).sum(axis=1).max())
+    terms = 0
+    if 0.0 < rho <= 4.0:
+        bound, m = rho, 0
+        while bound / (1.0 - rho / (m + 2)) > 2.0 ** -53:
+            m += 1
+            bound *= rho / (m + 1)
+        terms = m
+    nnz = int(np.count_nonzero(a))
+    use_taylor = mode == "taylor" or (mode == "auto" and terms > 0 and terms * nnz < n * n)
+    if mode == "taylor" and terms == 0:
+        raise InputError(f"{system.name}: the Taylor flow needs 0 < ||K h|| <= 4, got {rho:.3g}")
+    decay, gain = secondary_frequency_flow(system, h_s)
+    ptr = np.concatenate([[0], np.cumsum(np.count_nonzero(a, axis=1))]).astype(np.int64)
+    idx = np.nonzero(a)[1].astype(np.int64)
+    if not use_taylor:
+        return model.FrequencyFlow(0, decay, gain, np.ascontiguousarray(gain[:, 0]), ptr, idx, a[a != 0])
+    return model.FrequencyFlow(terms, np.zeros((1, 1)), np.zeros((1, 1)), np.ascontiguousarray(gain[:, 0]),
+                               ptr, idx, a[a != 0])
+
+
 TRACE_NAMES = ("t", "v_pu", "p_w", "q_var", "f_hz", "vn_v")
 
 
@@ -68,7 +101,10 @@ def stack_trace(samples: list[tuple]) -> dict[str, np.ndarray]:
 class GridBatch:
     """E environments of one system; all share parameters and differ in loads, set-points and state."""
 
-    def __init__(self, system: System, n_envs: int, dg_model: str | None = None, dt_s: float | None = None):
+    def __init__(self, system: System, n_envs: int, dg_model: str | None = None, dt_s: float | None = None,
+                 solver: str = "sparse", flow: str = "auto"):
+        """solver: "sparse" (LDLᵀ of M, the default) or "dense" (M⁻¹); flow: see frequency_flow. Both choices
+        give the same trajectories to round-off (docs/pgsim.md#sparse-network-solve)."""
         if n_envs < 1:
             raise InputError(f"n_envs must be >= 1, got {n_envs}")
         self.system = system
@@ -84,7 +120,14 @@ class GridBatch:
         self.o_load = self.o_line + 2 * system.n_line
         self.o_w = self.o_load + 2 * system.n_load
 
-        self.w_decay, self.w_gain = secondary_frequency_flow(system, 0.5 * self.dt_s)
+        if solver not in ("sparse", "dense"):
+            raise InputError(f"solver must be 'sparse' or 'dense', got {solver!r}")
+        self.solver = solver
+        self.flow_mode = flow
+        self.flow = frequency_flow(system, 0.5 * self.dt_s, flow)
+        net = model.kcl_structure(system.n_bus, system.dg_bus, system.dg_params[:, DG_COL["l_c"]], system.line_from,
+                                  system.line_to, system.line_l_h, system.load_bus)
+        self.net = net._replace(sparse=int(solver == "sparse"))
 
         self.x = np.zeros((n_envs, self.nx))
         self.t_s = np.zeros(n_envs)
@@ -93,7 +136,9 @@ class GridBatch:
         self.ok = np.ones(n_envs, dtype=np.bool_)
         self._load_r = np.empty((n_envs, system.n_load))
         self._load_l = np.empty((n_envs, system.n_load))
-        self._minv = np.empty((n_envs, system.n_bus, system.n_bus))
+        dense = solver == "dense"
+        self._minv = np.empty((n_envs, system.n_bus, system.n_bus) if dense else (1, 1, 1))
+        self._ldl = np.empty((1, 1) if dense else (n_envs, self.net.base.shape[0]))
         self._vb = np.zeros((n_envs, system.n_bus, 2))
         self.set_load_factors(self.load_factor)
         self.reset_state()
@@ -115,16 +160,25 @@ class GridBatch:
         self.load_factor[rows] = factors
         self._load_r[rows] = sysm.load_r_ohm * self.load_factor[rows]
         self._load_l[rows] = sysm.load_l_h * self.load_factor[rows]
-        m = model.kcl_matrix(sysm.n_bus, sysm.dg_bus, sysm.dg_params[:, DG_COL["l_c"]], sysm.line_from,
-                             sysm.line_to, sysm.line_l_h, sysm.load_bus, self._load_l[rows])
-        self._minv[rows] = np.linalg.inv(m)
+        if self.solver == "dense":
+            m = model.kcl_matrix(sysm.n_bus, sysm.dg_bus, sysm.dg_params[:, DG_COL["l_c"]], sysm.line_from,
+                                 sysm.line_to, sysm.line_l_h, sysm.load_bus, self._load_l[rows])
+            self._minv[rows] = np.linalg.inv(m)
+            return
+        net = self.net
+        val = np.repeat(net.base[None], self._load_l[rows].shape[0], axis=0)
+        np.add.at(val, (slice(None), net.pos[sysm.load_bus]), 1.0 / self._load_l[rows])
+        model.ldl_factor(val, sysm.n_bus, net.upd_ptr, net.upd_t, net.upd_a, net.upd_b, net.colptr)
+        self._ldl[rows] = val
 
     def replicate(self, envs: np.ndarray) -> GridBatch:
         """A new batch whose env j is an exact copy of this batch's env envs[j] (state, time, set-points,
         loads): the scratch space of searches that try set-points without touching the real grid."""
         envs = np.asarray(envs, dtype=np.int64)
-        copy = GridBatch(self.system, len(envs), dg_model=self.dg_model, dt_s=self.dt_s)
-        for name in ("x", "t_s", "vn_v", "load_factor", "ok", "_load_r", "_load_l", "_minv"):
+        copy = GridBatch(self.system, len(envs), dg_model=self.dg_model, dt_s=self.dt_s, solver=self.solver,
+                         flow=self.flow_mode)
+        factor = "_minv" if self.solver == "dense" else "_ldl"
+        for name in ("x", "t_s", "vn_v", "load_factor", "ok", "_load_r", "_load_l", factor):
             getattr(copy, name)[:] = getattr(self, name)[envs]
         return copy
 
@@ -141,7 +195,7 @@ class GridBatch:
             ok[envs] = self.ok[envs]
         model.advance(self.x, self.t_s, int(n_steps), self.dt_s, self.model, s.dg_params, s.dg_bus, self.vn_v,
                       s.line_from, s.line_to, s.line_r_ohm, s.line_l_h, s.load_bus, self._load_r,
-                      self._load_l, self._minv, s.omega_nom, self.w_decay, self.w_gain, s.sec_f_t_on_s, ok)
+                      self._load_l, self._minv, self._ldl, self.net, s.omega_nom, self.flow, s.sec_f_t_on_s, ok)
         moved = slice(None) if envs is None else envs
         self.ok[moved] = ok[moved]
         self.t_s[moved] += n_steps * self.dt_s
@@ -170,7 +224,7 @@ class GridBatch:
         omega = self.x[:, self.o_w:] - s.dg_params[:, DG_COL["m_p"]] * p
         model.bus_voltages(self.x, self.model, s.dg_params, s.dg_bus, self.vn_v, s.line_from, s.line_to,
                            s.line_r_ohm, s.line_l_h, s.load_bus, self._load_r, self._load_l, self._minv,
-                           s.omega_nom, self._vb)
+                           self._ldl, self.net, s.omega_nom, self._vb)
         return Measurements(v_pu=v_pu, f_hz=omega / (2.0 * np.pi), p_w=p.copy(), q_var=q.copy(),
                             delta_rad=delta.copy(), io_dq_a=io_dq, io_DQ_a=io_DQ,
                             vb_DQ_v=self._vb[:, s.dg_bus, :].copy())
