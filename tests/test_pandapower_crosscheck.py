@@ -10,6 +10,7 @@ training never imports it.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -20,12 +21,16 @@ from simsvc.simulator import GridBatch
 from simsvc.systems import DG_COL, System, load_system
 
 SETTLE_S = 20.0  # droop alone from rest: every transient has died out to round-off
+# The feeder systems (docs/feeders.md) restore their frequency slowly (tens of seconds on 159 DGs), so they are
+# checked without secondary frequency control: droop alone settles to 1e-11 p.u. within 2.5 s, at ~59.2 Hz.
+FEEDERS = ("oberrhein-50", "oberrhein-95", "oberrhein-159")
+FEEDER_SETTLE_S = 3.0
 
 
-def droop_steady_state(system: System) -> GridBatch:
+def droop_steady_state(system: System, settle_s: float = SETTLE_S) -> GridBatch:
     grid = GridBatch(system, 1)
     steps = grid.steps_for(system.control_dt_s)
-    for _ in range(round(SETTLE_S / system.control_dt_s)):
+    for _ in range(round(settle_s / system.control_dt_s)):
         grid.advance(steps)
     return grid
 
@@ -65,10 +70,15 @@ def pandapower_net(system: System, grid: GridBatch, coupling: bool = True):
     return net, buses, terminals, v_terminal
 
 
-@pytest.mark.parametrize("name", ["microgrid-6", "microgrid-20"])
+@pytest.mark.parametrize("name", ["microgrid-6", "microgrid-20", *FEEDERS])
 def test_pandapower_gives_pgsims_droop_steady_state_voltages(name):
     system = load_system(name)
-    grid = droop_steady_state(system)
+    if name in FEEDERS:
+        system = dataclasses.replace(system, sec_f_enabled=False)
+        grid = droop_steady_state(system, FEEDER_SETTLE_S)
+        assert abs(grid.measure().f_hz[0, 0] - system.frequency_hz) > 0.1   # the check runs off 60 Hz
+    else:
+        grid = droop_steady_state(system)
     net, buses, terminals, v_terminal = pandapower_net(system, grid)
     vb = grid.bus_voltages_dq()[0]
     vm = net.res_bus.vm_pu.values
@@ -76,10 +86,12 @@ def test_pandapower_gives_pgsims_droop_steady_state_voltages(name):
     np.testing.assert_allclose(vm[terminals], v_terminal / system.v_nom_v, rtol=0, atol=1e-9)
     np.testing.assert_allclose(np.radians(net.res_bus.va_degree.values[buses]), np.arctan2(vb[:, 1], vb[:, 0]),
                                rtol=0, atol=1e-8)
-    # the slack supplies what PGSim's DG 1 supplies: the power balance closes
+    # the slack supplies what PGSim's DG 1 supplies: the power balance closes (to 1e-8 of DG 1's power, or
+    # of the total where the slack absorbs the round-off of 150 injections)
     m = grid.measure()
-    assert net.res_ext_grid.p_mw.values[0] * 1e6 == pytest.approx(m.p_w[0, 0], rel=1e-8)
-    assert net.res_ext_grid.q_mvar.values[0] * 1e6 == pytest.approx(m.q_var[0, 0], rel=1e-8)
+    p_all, q_all = 1e-8 * np.abs(m.p_w[0]).sum(), 1e-8 * np.abs(m.q_var[0]).sum()
+    assert net.res_ext_grid.p_mw.values[0] * 1e6 == pytest.approx(m.p_w[0, 0], rel=1e-8, abs=p_all)
+    assert net.res_ext_grid.q_mvar.values[0] * 1e6 == pytest.approx(m.q_var[0, 0], rel=1e-8, abs=q_all)
 
 
 def test_the_crosscheck_sees_a_missing_coupling_impedance():
