@@ -13,8 +13,9 @@ current law at bus k, differentiated once, is linear in the bus voltages,
 
 where b collects the voltage-free parts of the branch derivatives. M is a weighted Laplacian of the lines
 plus the 1/L of DG coupling inductors and loads on the diagonal: symmetric positive definite, identical
-for the D and Q axes, and it changes only when the loads change (once per control step), so we invert it
-then and apply the inverse inside the right-hand side. Every current (DG output currents included) is
+for the D and Q axes, and it changes only when the loads change (once per control step), so we factorise
+it then (a sparse LDLᵀ with no fill on a radial feeder, docs/pgsim.md#sparse-network-solve; or a dense
+inverse on request) and solve with the factor inside the right-hand side. Every current (DG output currents included) is
 stored in the common DQ frame, so KCL is a *linear* invariant of the state and classical Runge–Kutta
 preserves it to round-off. What is left has eigenvalues below ~2e3 s⁻¹ (reduced model) or ~1.5e4 s⁻¹
 (full model), which a fixed-step RK4 integrates accurately and deterministically (bit-for-bit repeatable
