@@ -62,4 +62,5 @@ def make_vec_env(cfg: EnvConfig, num_envs: int, disturbance: str | None = None, 
         return _REGISTERED[cfg.system].make(num_envs, **kwargs)
     from simsvc.env import VecMicrogridEnv
 
-    return VecMicrogridEnv(system=cfg.system, num_envs=num_envs, action_mode="discrete", **kwargs)
+    return VecMicrogridEnv(system=cfg.system, num_envs=num_envs, action_mode="discrete", scenario=cfg.scenario,
+                           **kwargs)

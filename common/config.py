@@ -45,6 +45,9 @@ class EnvConfig:
     noise_std: float = _opt(0.0, "Gaussian observation noise, as a fraction of the normalised value", low=0.0)
     smoothing_beta: float = _opt(0.0, "action smoothing beta: applied Vn = beta*Vn_prev + (1-beta)*Vn_new",
                                  low=0.0, high=0.999999)
+    scenario: str = _opt("classic", "what episodes throw at the agents and reward them for: a shipped scenario's "
+                         "name (configs/scenarios/NAME.toml: classic, paper, stress, sharing, loadbus, delayed) or "
+                         "the path of a scenario TOML file (docs/scenarios.md)")
 
 
 @dataclass(frozen=True)
@@ -262,6 +265,8 @@ def config_digest(cfg: Config) -> str:
     """A short digest of what learner and actors must agree on (the env, the model, the training recipe and
     the rollout layout); an actor refuses a learner whose digest differs from its own."""
     data = {k: v for k, v in cfg.to_dict().items() if k in ("env", "model", "train")}
+    if data["env"]["scenario"] == "classic":  # the default, which older versions did not name: same digest
+        del data["env"]["scenario"]
     local_only = ("steps", "device", "log_every", "threads", "eval_every", "eval_episodes", "eval_seed")
     data["train"] = {k: v for k, v in data["train"].items() if k not in local_only}
     data["dist"] = {"envs_per_actor": cfg.dist.envs_per_actor, "mode": cfg.dist.mode}

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "study": "launch.study_cmd:study",
     "report": "launch.study_cmd:report",
     "fit-baselines": "launch.fit_cmd:fit_baselines",
+    "gap": "launch.gap_cmd:gap",
 }
 BENCH_COMMANDS: dict[str, str] = {
     "act": "launch.bench_act:bench_act",

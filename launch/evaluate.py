@@ -1,9 +1,11 @@
-"""Greedy evaluation of a trained run (`powernet evaluate`): the argmax policy on fixed seeds, loads fixed
-within each episode, LSTM state reset per episode. Writes run/eval/summary.json and one npz trace per
-episode (v_pu, rewards, actions, vn_v, f_hz: each [T, N])."""
+"""Greedy evaluation of a trained run (`powernet evaluate`): the argmax policy on fixed seeds, loads as the
+scenario evaluates them (classic: fixed within each episode), LSTM state reset per episode. Writes
+run/eval/summary.json (run/eval-SCENARIO/ when evaluated on another scenario than the run's) and one npz trace
+per episode (v_pu, rewards, actions, vn_v, f_hz: each [T, N])."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from common.nets import GraphActorCritic, build_model
 from launch.eval_protocol import SEED_STRIDE, write_eval_summary
 from learner.core import read_checkpoint
 from simsvc.metrics import episode_summary
+from simsvc.scenarios import load_scenario
 
 
 @torch.no_grad()
@@ -47,26 +50,33 @@ def run_episode(env: Any, model: GraphActorCritic, seed: int, greedy: bool = Tru
 
 
 def evaluation_env(env_cfg: Any) -> Any:
-    """The 1-env VecEnv every greedy evaluation uses: the run's system, loads fixed within each episode."""
-    return make_vec_env(env_cfg, 1, disturbance="episode")
+    """The 1-env VecEnv every greedy evaluation uses: the run's system under its scenario's evaluation
+    disturbance (classic: loads fixed within each episode; paper: the walk on)."""
+    return make_vec_env(env_cfg, 1, disturbance=load_scenario(env_cfg.scenario).evaluation_disturbance())
 
 
-def evaluate_run(run_dir: str | Path, episodes: int = 20, seed: int = 2000, checkpoint: str = "latest"
-                 ) -> dict[str, Any]:
-    """Evaluate run_dir/checkpoints/<checkpoint>.pt greedily and write run_dir/eval/."""
+def evaluate_run(run_dir: str | Path, episodes: int = 20, seed: int = 2000, checkpoint: str = "latest",
+                 scenario: str | None = None) -> dict[str, Any]:
+    """Evaluate run_dir/checkpoints/<checkpoint>.pt greedily and write run_dir/eval/ (with another `scenario`
+    than the run's: run_dir/eval-NAME/), under the scenario's evaluation disturbance."""
     run = Path(run_dir)
+    if scenario is not None:
+        load_scenario(scenario)  # an unknown scenario is the first thing to report
     ckpt_path = run / "checkpoints" / f"{checkpoint}.pt"
     if not ckpt_path.is_file():
         raise InputError(f"no checkpoint at {ckpt_path}: train the run first or pass another --run")
     if episodes < 1:
         raise InputError("--episodes must be at least 1")
     cfg = load_config(run / "config.toml")
-    env = evaluation_env(cfg.env)
+    own = cfg.env.scenario
+    env_cfg = cfg.env if scenario is None else replace(cfg.env, scenario=scenario)
+    sc = load_scenario(env_cfg.scenario)
+    env = evaluation_env(env_cfg)
     torch.manual_seed(0)
     model = build_model(cfg.model, env.adjacency, env.obs_dim, env.n_actions)
     model.load_state_dict(read_checkpoint(ckpt_path)["model"])
     model.eval()
-    out = run / "eval"
+    out = run / ("eval" if scenario is None or scenario == own else f"eval-{sc.name}")
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for k in range(episodes):
@@ -74,5 +84,6 @@ def evaluate_run(run_dir: str | Path, episodes: int = 20, seed: int = 2000, chec
         trace = run_episode(env, model, ep_seed)
         np.savez_compressed(out / f"episode-{ep_seed}.npz", seed=ep_seed, **trace)
         rows.append({"seed": ep_seed, **episode_summary(trace["v_pu"], trace["rewards"])})
-    head = {"run": str(run), "checkpoint": checkpoint, "algorithm": cfg.model.algorithm, "system": cfg.env.system}
+    head = {"run": str(run), "checkpoint": checkpoint, "algorithm": cfg.model.algorithm, "system": cfg.env.system,
+            "scenario": sc.name}
     return write_eval_summary(out / "summary.json", head, rows)

@@ -19,8 +19,6 @@ Environments registered by tests (no system file) get no derived ranges; the gen
 
 from __future__ import annotations
 
-import numpy as np
-
 from common import wire
 from common.config import Config, reward_clip
 from common.errors import InputError
@@ -29,13 +27,14 @@ MARGIN = 10.0
 OBS_ABS_MAX = 1e6
 
 
-def reward_range() -> tuple[float, float]:
-    """The lowest and highest per-agent reward one control step can give, from the reward's definition."""
-    from simsvc.reward import DIVERGED_REWARD, voltage_reward
+def reward_range(scenario: str = "classic") -> tuple[float, float]:
+    """The lowest and highest per-agent reward one control step can give, from the reward's definition and the
+    scenario's extra terms (`simsvc.reward.reward_bounds`)."""
+    from simsvc.reward import reward_bounds
+    from simsvc.scenarios import load_scenario
 
-    volts = np.concatenate([np.linspace(0.0, 2.0, 400_001), [0.8, 0.95, 1.0, 1.05, 1.25]])  # p.u., and the edges
-    rewards = voltage_reward(volts)
-    return float(min(rewards.min(), DIVERGED_REWARD)), float(max(rewards.max(), DIVERGED_REWARD))
+    sc = load_scenario(scenario)
+    return reward_bounds(sc.sharing_weight, sc.loadbus_weight)
 
 
 def run_bounds(cfg: Config) -> wire.RunBounds | None:
@@ -49,7 +48,7 @@ def run_bounds(cfg: Config) -> wire.RunBounds | None:
     if system.episode_steps is None:
         return None
     n, steps = system.n_dg, int(system.episode_steps)
-    low, high = reward_range()
+    low, high = reward_range(cfg.env.scenario)
     span = high - low
     worst = max(abs(low), abs(high))
     tc = cfg.train

@@ -27,6 +27,9 @@ from simsvc.systems import available_systems, load_system
 @click.option("--disturbance", type=click.Choice(["none", "episode", "walk"]), default="episode", show_default=True,
               help="none: nominal loads; episode: per-episode load factors U(0.8, 1.2), fixed within the episode "
                    "(evaluation); walk: plus a U(±0.05) random walk every control step (training).")
+@click.option("--scenario", default="classic", show_default=True,
+              help="configs/scenarios/NAME.toml or a scenario file: load draws, walk, load steps, measurement noise "
+                   "and delay, reward terms (docs/scenarios.md); --disturbance still says which disturbances run")
 @click.option("--duration", "duration_s", type=float, default=None,
               help="Run this many seconds from rest with nominal loads instead of one MDP episode (needed for "
                    "systems without an episode definition, such as bidram-4).")
@@ -35,7 +38,7 @@ from simsvc.systems import available_systems, load_system
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
               help="Output folder: trace.npz, trace.png and summary.json.")
 @exit_on_user_error
-def sim(system_name: str, controller: str, seed: int, disturbance: str, duration_s: float | None,
+def sim(system_name: str, controller: str, seed: int, disturbance: str, scenario: str, duration_s: float | None,
         dg_model: str | None, out_dir: str) -> None:
     """Run one episode (warm-up included) and write DIR/trace.npz and DIR/trace.png.
 
@@ -45,8 +48,10 @@ def sim(system_name: str, controller: str, seed: int, disturbance: str, duration
     # Numba (the simulator) and matplotlib load here, not at import: `powernet sim --help` stays quick.
     from launch.plots import plot_trace
     from simsvc.episodes import run_episode, run_for
+    from simsvc.scenarios import load_scenario
 
     system = load_system(system_name)
+    sc = load_scenario(scenario)
     if duration_s is not None:
         if duration_s <= 0:
             raise InputError(f"--duration must be > 0 seconds, got {duration_s}")
@@ -54,13 +59,14 @@ def sim(system_name: str, controller: str, seed: int, disturbance: str, duration
     elif not system.has_episode:
         raise InputError(f"system '{system.name}' has no episode definition; give --duration SECONDS")
     else:
-        run = run_episode(system, controller, seed, disturbance, dg_model=dg_model)
+        run = run_episode(system, controller, seed, disturbance, dg_model=dg_model, scenario=sc)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out / "trace.npz", **run.trace)
     title = f"{system.name} · {controller} · seed {seed}"
     plot_trace(run.trace, out / "trace.png", title=title)
     summary = {"system": system.name, "controller": controller, "seed": seed, "disturbance": disturbance,
+               **({"scenario": sc.name} if sc.name != "classic" else {}),
                "duration_s": float(run.trace["t"][-1]), **run.summary}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     v_final = run.trace["v_pu"][-1]

@@ -288,6 +288,9 @@ def _add_runs(study: Study, where: str) -> None:
         checked.add((system, algorithm, tag))
         try:
             cfg = load_config(base, [*run.set_args(study.common_set), f"train.steps={study.steps}"])
+            from simsvc.scenarios import load_scenario  # stdlib only: no simulator
+
+            load_scenario(cfg.env.scenario)
         except InputError as exc:
             raise InputError(f"{where}: run {run.run_id}: {exc}") from exc
         if cfg.env.system != system or cfg.model.algorithm != algorithm:

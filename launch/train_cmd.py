@@ -71,6 +71,9 @@ def train(config_path: str | None, system: str | None, preset: str | None, mode:
     from actor.envs import agent_spec
 
     agent_spec(cfg.env)  # an unknown system or a broken system file: one line, before anything starts
+    from simsvc.scenarios import load_scenario
+
+    load_scenario(cfg.env.scenario)  # likewise an unknown scenario or a broken scenario file
     from launch.progress import Progress
 
     display = Progress(cfg.train.steps, style=progress_style, every=cfg.train.log_every, desc=mode)
@@ -100,12 +103,14 @@ def train(config_path: str | None, system: str | None, preset: str | None, mode:
 @click.option("--seed", type=int, default=2000, show_default=True,
               help="first seed; episode k uses seed + 25 k (the protocol's 2000, 2025, ..., 2475)")
 @click.option("--checkpoint", type=click.Choice(["latest", "best"]), default="latest", show_default=True)
+@click.option("--scenario", help="evaluate on this scenario instead of the run's own (configs/scenarios/NAME.toml "
+              "or a scenario file); the results go to RUN/eval-NAME/")
 @exit_on_user_error
-def evaluate(run_dir: str, episodes: int, seed: int, checkpoint: str) -> None:
+def evaluate(run_dir: str, episodes: int, seed: int, checkpoint: str, scenario: str | None) -> None:
     """Run the greedy policy on fixed seeds; write RUN/eval/summary.json and per-episode npz traces."""
     from launch.evaluate import evaluate_run
 
-    summary = evaluate_run(run_dir, episodes=episodes, seed=seed, checkpoint=checkpoint)
+    summary = evaluate_run(run_dir, episodes=episodes, seed=seed, checkpoint=checkpoint, scenario=scenario)
     keys = ("episodes", "mean_return", "std_return", "violation_rate", "mean_settling_step", "max_dev_pu")
     click.echo(json.dumps({k: summary[k] for k in keys}))
 

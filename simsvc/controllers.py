@@ -22,6 +22,7 @@ from common.tomlfile import read_toml
 from simsvc.systems import DG_COL, System, nearest_action, setpoint_choices
 
 if TYPE_CHECKING:  # the simulator (Numba) loads only where a controller runs, not for the list of names
+    from simsvc.scenarios import Scenario
     from simsvc.simulator import GridBatch, Measurements
 
 CONTROLLERS = ("droop", "secondary", "random", "constant", "per-dg", "local", "local-continuous", "oracle")
@@ -32,6 +33,7 @@ CONTROLLER_LABELS = {"droop": "droop control", "secondary": "secondary control",
                      "oracle": "oracle look-ahead (upper reference)"}
 FITTED = {"constant": "constant", "per-dg": "per_dg"}  # controller -> table of the fitted-set-points file
 ORACLE_SWEEPS = 2
+SHARING_GAIN_PER_S = 10.0  # c_q of the secondary controller's reactive-power sharing term (docs/scenarios.md)
 
 
 class DroopOnly:
@@ -51,10 +53,14 @@ class CooperativeVoltageControl:
     reference: Vn_i += −c_v·Δt·[Σ_j a_ij (v_i − v_j) + g_i (v_i − v_ref)] (p.u. of V_nom), on the agent
     graph with unit weights, then clips to the agents' set-point range. c_v is tuned per system
     (`[secondary_voltage] gain_per_s` in the system file).
+
+    With `sharing_gain_per_s` = c_q > 0 (scenarios that reward reactive-power sharing, docs/scenarios.md) it
+    also runs Bidram's reactive-power sharing consensus: Vn_i += −c_q·Δt·Σ_j a_ij (n_Q,i·Q_i − n_Q,j·Q_j)/V_nom,
+    so a DG that carries more than its share of Q lowers its set-point.
     """
 
     def __init__(self, system: System, control_dt_s: float | None = None, gain_per_s: float | None = None,
-                 v_ref_pu: float = 1.0):
+                 v_ref_pu: float = 1.0, sharing_gain_per_s: float = 0.0):
         self.system = system
         self.gain_dt = float(gain_per_s or system.sec_v_gain_per_s) * float(control_dt_s or system.control_dt_s)
         adjacency = system.agent_adjacency.astype(np.float64)
@@ -62,10 +68,15 @@ class CooperativeVoltageControl:
         self.pin = np.zeros(system.n_dg)
         self.pin[system.sec_v_pinned] = 1.0
         self.v_ref_pu = v_ref_pu
+        self.sharing_gain_dt = float(sharing_gain_per_s) * float(control_dt_s or system.control_dt_s)
+        self.n_q = system.dg_params[:, DG_COL["n_q"]]
 
     def setpoints(self, meas: Measurements, vn_v: np.ndarray) -> np.ndarray:
         s, v_pu = self.system, meas.v_pu
         error = v_pu @ self.laplacian.T + self.pin * (v_pu - self.v_ref_pu)
+        if self.sharing_gain_dt > 0.0:
+            droop_pu = self.n_q * meas.q_var / s.v_nom_v
+            error = error + (self.sharing_gain_dt / self.gain_dt) * (droop_pu @ self.laplacian.T)
         vn_pu = vn_v / s.v_nom_v - self.gain_dt * error
         return np.clip(vn_pu * s.v_nom_v, s.setpoint_min_v, s.setpoint_max_v)
 
@@ -155,12 +166,15 @@ def fitted_setpoints(system: System, controller: str) -> np.ndarray:
     return np.asarray(values, dtype=np.float64)
 
 
-def make_controller(name: str, system: System, seed: int = 0, grid: GridBatch | None = None):
-    """A controller by name (CONTROLLERS); `oracle` needs the grid it looks ahead on."""
+def make_controller(name: str, system: System, seed: int = 0, grid: GridBatch | None = None,
+                    scenario: Scenario | None = None):
+    """A controller by name (CONTROLLERS); `oracle` needs the grid it looks ahead on. In a scenario that
+    rewards reactive-power sharing, `secondary` runs its sharing term too (SHARING_GAIN_PER_S)."""
     if name == "droop":
         return DroopOnly(system)
     if name == "secondary":
-        return CooperativeVoltageControl(system)
+        sharing = SHARING_GAIN_PER_S if scenario is not None and scenario.sharing_weight > 0 else 0.0
+        return CooperativeVoltageControl(system, sharing_gain_per_s=sharing)
     if name == "random":
         return RandomSetpoints(system, seed)
     if name in FITTED:

@@ -8,10 +8,15 @@ observations. The episodes are bit-identical either way; deferring lets a caller
 needs no actions) while something else happens, e.g. while a learner updates on the rollout just sent.
 Observations are per-unit-free normalised measurements, rewards the raw per-agent rewards
 (docs/mdp.md#rewards): spatial mixing and reward scaling belong to the learner.
+
+A scenario (`simsvc.scenarios`, docs/scenarios.md) sets the load draws, the walk, load steps, what the DGs'
+measurements suffer (noise, delay) and the reward's extra terms; the default, `classic`, is the environment
+as it always was, bit for bit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -19,14 +24,15 @@ import numpy as np
 from common.errors import InputError
 from common.graph import hop_distances
 from simsvc.metrics import outside_band
-from simsvc.reward import DIVERGED_REWARD, voltage_reward
+from simsvc.reward import DIVERGED_REWARD, loadbus_reward, neighbour_mean_matrix, sharing_error_pu, voltage_reward
+from simsvc.scenarios import Scenario, load_scenario
 from simsvc.simulator import GridBatch, Measurements, stack_trace
-from simsvc.systems import OBS_NAMES, System, load_system, setpoint_choices
+from simsvc.systems import DG_COL, OBS_NAMES, System, load_system, setpoint_choices
 
 DISTURBANCES = ("none", "episode", "walk")
 ACTION_MODES = ("discrete", "continuous")
 OBS_DIM = len(OBS_NAMES)
-LOAD_FACTOR_RANGE = (0.8, 1.2)
+LOAD_FACTOR_RANGE = (0.8, 1.2)  # the `classic` scenario's values (configs/scenarios/classic.toml)
 LOAD_WALK_STEP = 0.05
 LOAD_FACTOR_CLIP = (0.5, 1.5)
 NOISE_STREAM = 1  # spawn key of the measurement-noise generator, apart from the load generator of a seed
@@ -39,7 +45,7 @@ class VecMicrogridEnv:
                  noise_std: float = 0.0, smoothing_beta: float = 0.0, action_mode: str = "discrete",
                  dg_model: str | None = None, dt_s: float | None = None, episode_steps: int | None = None,
                  control_dt_s: float | None = None, trace_dt_s: float | None = None, auto_reset: bool = True,
-                 defer_reset: bool = False):
+                 defer_reset: bool = False, scenario: str | Scenario | None = None):
         self.system = system if isinstance(system, System) else load_system(system)
         s = self.system
         if not s.has_episode:
@@ -71,6 +77,22 @@ class VecMicrogridEnv:
         self._warmup_steps = self.grid.steps_for(s.warmup_s) if s.warmup_s else 0
         self._control_steps = self.grid.steps_for(self.control_dt_s)
         self._trace_every = None if trace_dt_s is None else self._trace_stride(trace_dt_s)
+        self.scenario = sc = load_scenario(scenario)
+        self.delay = sc.delay_steps
+        if self.delay * self._control_steps > self._warmup_steps:
+            raise InputError(f"scenario {sc.name!r}: a delay of {self.delay} control steps needs a warm-up of at "
+                             f"least that long (system '{s.name}' warms up {s.warmup_s} s)")
+        self._n_q = s.dg_params[:, DG_COL["n_q"]]
+        self._share_mix = neighbour_mean_matrix(self.adjacency) if sc.sharing_weight > 0 else None
+        self.loadbus_assign = loadbus_assignment(s, sc.loadbus_nearest) if sc.loadbus_weight > 0 else None
+        self._rl = np.ones((num_envs, 2, s.n_load))  # the R and L factor of every load, now
+        self.measured_load_factors = self._rl.copy()  # ... and at the latest measurement (before a walk or step)
+        self._step_at = np.full(num_envs, -1, dtype=np.int64)  # control step a load step acts from (-1: none)
+        self._step_delta = np.zeros((num_envs, 2, s.n_load))
+        self._obs_hist = np.zeros((num_envs, self.delay, s.n_dg, OBS_DIM), dtype=np.float32)
+        self._meas_hist: list[Measurements | None] = [None] * self.delay
+        self._measured: Measurements | None = None
+        self._first_seeds: np.ndarray | None = None
 
         self._base_seed = 0
         self._episode_index = np.zeros(num_envs, dtype=np.int64)
@@ -88,16 +110,24 @@ class VecMicrogridEnv:
         self._needs_reset = True
 
     # -- episodes -------------------------------------------------------------------------------------
-    def reset(self, seed: int = 0) -> np.ndarray:
-        """Start every environment; env e runs episodes with seeds seed+e, seed+e+E, seed+e+2E, ..."""
+    def reset(self, seed: int = 0, *, episode_seeds: Any = None) -> np.ndarray:
+        """Start every environment; env e runs episodes with seeds seed+e, seed+e+E, seed+e+2E, ...
+        `episode_seeds` ([E] integers) gives the first episode of each env its seed instead (searches that
+        score many candidates on the same seeds use it); later episodes follow the rule above."""
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise ValueError(f"seed must be an integer, got {seed!r}")
+        self._first_seeds = None
+        if episode_seeds is not None:
+            first = np.asarray(episode_seeds)
+            if first.shape != (self.n_envs,) or not np.issubdtype(first.dtype, np.integer):
+                raise ValueError(f"episode_seeds must be {self.n_envs} integers, got {episode_seeds!r}")
+            self._first_seeds = first.astype(np.int64)
         self._base_seed = int(seed)
         self._episode_index[:] = 0
         self._reset_pending[:] = False
         self._start_episodes(np.arange(self.n_envs))
         self._needs_reset = False
-        obs = self._observe(self.grid.measure())
+        obs = self._observed(self.grid.measure())
         self._last_obs = obs.copy() if self.defer_reset else None
         return obs
 
@@ -106,21 +136,44 @@ class VecMicrogridEnv:
         s = self.system
         for e in envs:
             seed = self._base_seed + int(e) + self.n_envs * int(self._episode_index[e])
+            if self._first_seeds is not None and self._episode_index[e] == 0:
+                seed = int(self._first_seeds[e])
             self.episode_seed[e] = seed
             self._rngs[e] = np.random.default_rng(seed)
             self._noise_rngs[e] = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(NOISE_STREAM,)))
-        factors = np.ones((len(envs), s.n_load))
+        sc = self.scenario
+        factors = np.ones((len(envs), 2, s.n_load))  # R, L
+        self._step_at[envs] = -1
         if self.disturbance != "none":
             for k, e in enumerate(envs):
-                factors[k] = self._rngs[e].uniform(*LOAD_FACTOR_RANGE, size=s.n_load)
-        self.grid.set_load_factors(factors, envs)
+                rng = self._rngs[e]
+                factors[k, 0] = rng.uniform(*sc.factor_range, size=s.n_load)
+                factors[k, 1] = rng.uniform(*sc.factor_range, size=s.n_load) if sc.independent_rl else factors[k, 0]
+                if sc.load_steps:
+                    self._step_at[e] = rng.integers(sc.step_window[0], sc.step_window[1] + 1)
+                    delta = rng.uniform(*sc.step_size, size=(2 if sc.independent_rl else 1, s.n_load))
+                    self._step_delta[e] = delta
+        self._set_loads(factors, envs)
+        self.measured_load_factors[envs] = factors
         self.grid.reset_state(envs)
         self._t[envs] = 0
         self._return[envs] = 0.0
         self._finished[envs] = False
         for e in envs:
             self._traces[e] = []
-        self._run(self._warmup_steps, envs)
+        if self.delay == 0:
+            self._run(self._warmup_steps, envs)
+            return
+        # Delayed measurements: the last `delay` control intervals of the warm-up fill the queue, so the first
+        # observation is the measurement taken `delay` control steps before the warm-up ends.
+        self._run(self._warmup_steps - self.delay * self._control_steps, envs)
+        for _ in range(self.delay):
+            self._observed(self.grid.measure(), envs)
+            self._run(self._control_steps, envs)
+
+    def _set_loads(self, factors: np.ndarray, envs: np.ndarray) -> None:
+        self._rl[envs] = factors
+        apply_load_factors(self.grid, factors, envs)
 
     @property
     def resets_pending(self) -> bool:
@@ -139,7 +192,7 @@ class VecMicrogridEnv:
         obs = self._last_obs.copy()
         if envs.size:
             self._start_episodes(envs)
-            obs[envs] = self._observe(self.grid.measure(), envs)[envs]
+            obs[envs] = self._observed(self.grid.measure(), envs)[envs]
             self._reset_pending[envs] = False
             self._last_obs = obs.copy()
         return obs
@@ -199,8 +252,8 @@ class VecMicrogridEnv:
         self._run(self._control_steps, np.arange(self.n_envs))
         diverged = ok_before & ~grid.ok
         meas = self.grid.measure()
-        obs = self._observe(meas)
-        rewards = voltage_reward(meas.v_pu)
+        obs = self._observed(meas)
+        rewards, extra = self._reward(meas)
         rewards[diverged] = DIVERGED_REWARD
         rewards = np.where(np.isfinite(rewards), rewards, DIVERGED_REWARD)
         self._t += 1
@@ -210,10 +263,14 @@ class VecMicrogridEnv:
             "v_pu": meas.v_pu, "f_hz": meas.f_hz, "p_w": meas.p_w, "q_var": meas.q_var,
             "vn_v": vn_v.copy(), "violations": outside_band(meas.v_pu).sum(axis=1).astype(np.int64),
             "diverged": diverged, "episode_return": self._return.copy(), "episode_seed": self.episode_seed.copy(),
-            "step": self._t.copy(), "load_factor": grid.load_factor.copy(),
+            "step": self._t.copy(), "load_factor": grid.load_factor.copy(), **extra,
         }
-        if self.disturbance == "walk":
-            self._walk_loads(np.flatnonzero(~done))
+        sc = self.scenario
+        if sc.independent_rl:
+            info["load_factor_rl"] = self._rl.copy()
+        self.measured_load_factors = self._rl.copy()
+        if self.disturbance == "walk" or (sc.load_steps and self.disturbance != "none"):
+            self._move_loads(np.flatnonzero(~done))
         if self.defer_reset:
             self._last_obs = obs.copy()
         finished = np.flatnonzero(done)
@@ -227,7 +284,7 @@ class VecMicrogridEnv:
                 self._reset_pending[finished] = True
                 return obs, rewards.astype(np.float32), done, info
             self._start_episodes(finished)
-            obs[finished] = self._observe(self.grid.measure(), finished)[finished]
+            obs[finished] = self._observed(self.grid.measure(), finished)[finished]
         return obs, rewards.astype(np.float32), done, info
 
     def _check_steppable(self) -> None:
@@ -237,19 +294,99 @@ class VecMicrogridEnv:
             raise RuntimeError("deferred resets are pending: call finish_resets() (and act on the observations "
                                "it returns) before step()")
 
-    def _walk_loads(self, envs: np.ndarray) -> None:
-        """Training disturbance: every load factor takes a U(−0.05, 0.05) step, kept within [0.5, 1.5]."""
+    def _move_loads(self, envs: np.ndarray) -> None:
+        """After a control step, for the envs whose episode goes on: the walk (with the `walk` disturbance,
+        every factor takes a U(−step, step) step; classic: U(−0.05, 0.05)) and the scenario's load step when
+        the next control step is the one it acts from; then the factors are clipped to the walk's bounds
+        (classic: [0.5, 1.5])."""
         if envs.size == 0:
             return
-        factors = self.grid.load_factor[envs].copy()
+        sc, n_load = self.scenario, self.system.n_load
+        walk = self.disturbance == "walk"
+        factors = self._rl[envs].copy()
+        moved = np.zeros(len(envs), dtype=np.bool_)
         for k, e in enumerate(envs):
-            factors[k] += self._rngs[e].uniform(-LOAD_WALK_STEP, LOAD_WALK_STEP, size=factors.shape[1])
-        self.grid.set_load_factors(np.clip(factors, *LOAD_FACTOR_CLIP), envs)
+            if walk:
+                if sc.independent_rl:
+                    factors[k] += self._rngs[e].uniform(-sc.walk_step, sc.walk_step, size=(2, n_load))
+                else:
+                    factors[k, 1] += self._rngs[e].uniform(-sc.walk_step, sc.walk_step, size=n_load)
+                    factors[k, 0] = factors[k, 1]
+                moved[k] = True
+            if self._step_at[e] >= 0 and self._t[e] == self._step_at[e]:
+                factors[k] += self._step_delta[e]
+                moved[k] = True
+        if moved.any():
+            self._set_loads(np.clip(factors[moved], *sc.walk_bounds), envs[moved])
+
+    def _reward(self, meas: Measurements) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return scenario_rewards(self.grid, meas, self.scenario, self._share_mix, self.loadbus_assign)
 
     # -- observations ---------------------------------------------------------------------------------
     def measure(self) -> Measurements:
-        """What the DGs measure now (SI and p.u.), e.g. for a conventional controller's next decision."""
+        """The true measurements of every DG now (SI and p.u.), without the scenario's noise or delay."""
         return self.grid.measure()
+
+    def measured(self) -> Measurements:
+        """What the DGs have at hand for their next decision: the measurement behind the latest observation,
+        with the scenario's sensor noise and delay (docs/scenarios.md#measurements). In `classic` this is the
+        true measurement at the end of the latest step (or warm-up). A conventional controller decides from it."""
+        if self._measured is None:
+            raise RuntimeError("call reset(seed) first")
+        return self._measured
+
+    def _observed(self, meas: Measurements, envs: np.ndarray | None = None) -> np.ndarray:
+        """The observations the agents receive now [E, N, 9], for `envs` (all by default; other rows are
+        not meaningful): the measurement with the scenario's SI noise, normalised (and with env.noise_std),
+        delayed by the scenario's delay. Keeps what the DGs measured for `measured()`."""
+        rows = np.arange(self.n_envs) if envs is None else np.asarray(envs)
+        if self.scenario.noise_rel > 0.0:
+            meas = self._sensor_noise(meas, rows)
+        obs = self._observe(meas, envs)
+        if self.delay:
+            out, meas = obs.copy(), self._delay(obs, meas, rows)
+            out[rows] = self._delivered_obs[rows]
+            obs = out
+        if self._measured is None or envs is None:
+            self._measured = _copy_measurements(meas)  # info of the step shares meas's arrays: keep them apart
+        else:
+            for f in dataclasses.fields(Measurements):
+                getattr(self._measured, f.name)[rows] = getattr(meas, f.name)[rows]
+        return obs
+
+    def _delay(self, obs: np.ndarray, meas: Measurements, rows: np.ndarray) -> Measurements:
+        """Push the fresh observation and measurement of `rows` into the delay queues and take out the oldest
+        (`_delivered_obs` and the returned Measurements)."""
+        self._delivered_obs = self._obs_hist[:, 0].copy()
+        oldest = self._meas_hist[0] or meas
+        delivered = _copy_measurements(oldest)
+        self._obs_hist[rows, :-1] = self._obs_hist[rows, 1:]
+        self._obs_hist[rows, -1] = obs[rows]
+        for k in range(self.delay):
+            newer = meas if k == self.delay - 1 else (self._meas_hist[k + 1] or meas)
+            if self._meas_hist[k] is None:
+                self._meas_hist[k] = _copy_measurements(meas)
+            for f in dataclasses.fields(Measurements):
+                getattr(self._meas_hist[k], f.name)[rows] = getattr(newer, f.name)[rows]
+        return delivered
+
+    def _sensor_noise(self, meas: Measurements, rows: np.ndarray) -> Measurements:
+        """The measurement with every observed channel multiplied by (1 + σ·ξ), ξ ~ N(0, 1) from each env's
+        noise stream (rows only), σ = the scenario's noise_rel; the DG voltage follows from the noisy Q (reduced
+        model: (V_n − n_Q·Q)/V_nom), or takes the same relative noise (full model)."""
+        raw = self.raw_observation(meas)
+        factor = np.ones((self.n_envs, self.n_agents, OBS_DIM + 1))
+        for e in rows:
+            factor[e] += self.scenario.noise_rel * self._noise_rngs[e].standard_normal((self.n_agents, OBS_DIM + 1))
+        raw = raw * factor[..., :OBS_DIM]
+        q = raw[..., 2]
+        if self.grid.dg_model == "reduced":
+            v_pu = (self.grid.vn_v - self._n_q * q) / self.system.v_nom_v
+        else:
+            v_pu = meas.v_pu * factor[..., OBS_DIM]
+        return Measurements(v_pu=v_pu, f_hz=meas.f_hz.copy(), p_w=raw[..., 1].copy(), q_var=q.copy(),
+                            delta_rad=raw[..., 0].copy(), io_dq_a=raw[..., 3:5].copy(),
+                            io_DQ_a=raw[..., 5:7].copy(), vb_DQ_v=raw[..., 7:9].copy())
 
     def raw_observation(self, meas: Measurements) -> np.ndarray:
         """The 9 measurements of every agent in SI units, [E, N, 9] (order: OBS_NAMES)."""
@@ -290,6 +427,64 @@ class VecMicrogridEnv:
         if self._trace_every is None:
             raise RuntimeError("construct the environment with trace_dt_s to record traces")
         return stack_trace(self._traces[env])
+
+
+def scenario_rewards(grid: GridBatch, meas: Measurements, scenario: Scenario, share_mix: np.ndarray | None,
+                     loadbus_assign: np.ndarray | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Raw per-agent rewards of the grid's current state (`meas` = grid.measure()): the voltage reward plus the
+    scenario's extra terms (docs/scenarios.md#rewards), and those terms' inputs for `info`. `share_mix`
+    (reward.neighbour_mean_matrix) and `loadbus_assign` (loadbus_assignment) are None when a term is off."""
+    s = grid.system
+    rewards = voltage_reward(meas.v_pu)
+    extra: dict[str, np.ndarray] = {}
+    if share_mix is not None:
+        extra["sharing_error_pu"] = sharing_error_pu(s.dg_params[:, DG_COL["n_q"]] * meas.q_var, share_mix, s.v_nom_v)
+        rewards = rewards - scenario.sharing_weight * extra["sharing_error_pu"]
+    if loadbus_assign is not None:
+        extra["v_load_pu"] = load_bus_voltages_pu(grid)
+        rewards = rewards + scenario.loadbus_weight * loadbus_reward(extra["v_load_pu"], loadbus_assign)
+    return rewards, extra
+
+
+def load_bus_voltages_pu(grid: GridBatch) -> np.ndarray:
+    """The voltage magnitude of every load's bus now, p.u. of V_nom, [E, n_load]."""
+    vb = grid.bus_voltages_dq()[:, grid.system.load_bus, :]
+    return np.hypot(vb[..., 0], vb[..., 1]) / grid.system.v_nom_v
+
+
+def _copy_measurements(meas: Measurements) -> Measurements:
+    return Measurements(**{f.name: getattr(meas, f.name).copy() for f in dataclasses.fields(Measurements)})
+
+
+def apply_load_factors(grid: GridBatch, factors: np.ndarray, envs: np.ndarray | None = None) -> None:
+    """Scale every load's R by factors[:, 0] and its L by factors[:, 1] ([E', 2, n_load], rows `envs`).
+
+    `GridBatch.set_load_factors` scales R and L by one factor; it is given the L factors (the KCL matrix
+    depends on L alone), and where R's factor differs (independent R and L) R is then set apart, so
+    `grid.load_factor` holds the L factors."""
+    factors = np.asarray(factors, dtype=np.float64)
+    grid.set_load_factors(factors[:, 1], envs)
+    if not np.array_equal(factors[:, 0], factors[:, 1]):
+        rows = slice(None) if envs is None else envs
+        grid._load_r[rows] = grid.system.load_r_ohm * factors[:, 0]
+
+
+def loadbus_assignment(system: System, nearest: int = 1) -> np.ndarray:
+    """[N, n_load] 0/1: load k counts for the `nearest` DGs electrically nearest to its bus, by the sum of
+    line impedance magnitudes |R + jωL| along the cheapest path (ties go to the lower DG number)."""
+    s = system
+    dist = np.full((s.n_bus, s.n_bus), np.inf)
+    np.fill_diagonal(dist, 0.0)
+    z = np.hypot(s.line_r_ohm, s.omega_nom * s.line_l_h)
+    for a, b, w in zip(s.line_from, s.line_to, z, strict=True):
+        dist[a, b] = dist[b, a] = min(dist[a, b], w)
+    for k in range(s.n_bus):  # Floyd-Warshall: a handful of buses
+        dist = np.minimum(dist, dist[:, k:k + 1] + dist[k:k + 1, :])
+    assign = np.zeros((s.n_dg, s.n_load))
+    for k, bus in enumerate(s.load_bus):
+        order = np.lexsort((np.arange(s.n_dg), dist[bus, s.dg_bus]))
+        assign[order[:min(nearest, s.n_dg)], k] = 1.0
+    return assign
 
 
 class MicrogridEnv:

@@ -9,6 +9,7 @@ import numpy as np
 from simsvc.controllers import make_controller
 from simsvc.env import MicrogridEnv
 from simsvc.metrics import episode_summary
+from simsvc.scenarios import Scenario
 from simsvc.simulator import GridBatch, stack_trace
 from simsvc.systems import System
 
@@ -26,15 +27,16 @@ class ControllerRun:
 
 
 def run_episode(system: System, controller: str, seed: int, disturbance: str = "episode",
-                dg_model: str | None = None) -> ControllerRun:
-    """One MDP episode (warm-up included in the trace) with the controller choosing every set-point."""
-    env = MicrogridEnv(system, disturbance=disturbance, dg_model=dg_model, trace_dt_s=TRACE_DT_S)
-    ctrl = make_controller(controller, system, seed, grid=env.vec.grid)
+                dg_model: str | None = None, scenario: str | Scenario | None = None) -> ControllerRun:
+    """One MDP episode (warm-up included in the trace) with the controller choosing every set-point from what
+    the DGs measured (`VecMicrogridEnv.measured`: with the scenario's noise and delay)."""
+    env = MicrogridEnv(system, disturbance=disturbance, dg_model=dg_model, trace_dt_s=TRACE_DT_S, scenario=scenario)
+    ctrl = make_controller(controller, system, seed, grid=env.vec.grid, scenario=env.vec.scenario)
     env.reset(seed)
     vs, rs = [], []
     done = False
     while not done:
-        meas = env.measure()
+        meas = env.vec.measured()
         vn = ctrl.setpoints(meas, env.vec.grid.vn_v.copy())
         _, rewards, done, info = env.step_setpoints(vn[0])
         vs.append(info["v_pu"])

@@ -1,0 +1,126 @@
+"""`powernet gap`: the information gap of scenarios on one system (docs/scenarios.md#the-information-gap).
+
+For each scenario: fit the per-DG constants and the local rule on training seeds, run droop, secondary, the
+local rule, the two fitted rules and the oracle look-ahead on the evaluation seeds, and report the gap,
+(oracle − best local) / (oracle − droop). Writes OUT/SHORT-SCENARIO.json per scenario, OUT/gap-SHORT.md (the
+table) and, with --figures, OUT/SHORT-SCENARIO.png (DG voltages of the strongest non-oracle controller and
+droop on the first evaluation seed).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from launch.errors import exit_on_user_error
+
+TRAIN_SEEDS = (0, 8)  # first training seed and count for the fitted rules: far below the evaluation seeds
+LABELS = {"droop": "droop", "secondary": "secondary", "local": "local rule", "per-dg-fit": "per-DG constants (fitted)",
+          "local-fit": "local rule (fitted)", "oracle": "oracle look-ahead"}
+
+
+@click.command("gap")
+@click.option("--system", "system_name", default="microgrid-6", show_default=True,
+              help="a shipped system's name or the path of a system TOML file")
+@click.option("--scenario", "scenarios", default="classic,paper,stress,sharing,loadbus,delayed", show_default=True,
+              help="comma-separated scenario names or files (configs/scenarios/)")
+@click.option("--episodes", type=int, default=20, show_default=True, help="evaluation episodes")
+@click.option("--seed", type=int, default=2000, show_default=True,
+              help="first evaluation seed; episode k uses seed + 25 k (the protocol's 2000, 2025, ..., 2475)")
+@click.option("--train-seeds", type=int, default=TRAIN_SEEDS[1], show_default=True,
+              help=f"training seeds {TRAIN_SEEDS[0]}..N-1 the fitted rules are fitted on")
+@click.option("--fit-sweeps", type=int, default=2, show_default=True,
+              help="coordinate-search sweeps of the fitted rules (per-DG constants, fitted local rule)")
+@click.option("--figures/--no-figures", default=True, show_default=True, help="write a voltage-trace PNG per scenario")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="output folder")
+@exit_on_user_error
+def gap(system_name: str, scenarios: str, episodes: int, seed: int, train_seeds: int, fit_sweeps: int,
+        figures: bool, out_dir: str) -> None:
+    """Measure the information gap of scenarios: oracle against the best rule a DG can run alone."""
+    from common.errors import InputError
+    from launch.eval_protocol import evaluation_seeds
+    from launch.provenance import git_commit, has_uncommitted_changes
+    from launch.study_spec import short_name
+    from simsvc.scenarios import load_scenario
+    from simsvc.systems import load_system
+
+    if episodes < 1 or train_seeds < 1 or fit_sweeps < 1:
+        raise InputError("--episodes, --train-seeds and --fit-sweeps must be at least 1")
+    eval_seeds = evaluation_seeds(seed, episodes)
+    fit_seeds = list(range(TRAIN_SEEDS[0], TRAIN_SEEDS[0] + train_seeds))
+    if set(fit_seeds) & set(eval_seeds):
+        raise InputError("the training seeds overlap the evaluation seeds: choose fewer --train-seeds or another "
+                         "--seed")
+    system = load_system(system_name)
+    chosen = [load_scenario(name.strip()) for name in scenarios.split(",") if name.strip()]  # all checked first
+    from simsvc.gap import measure_gap
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    short = short_name(system_name)
+    command = "powernet gap " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "powernet gap"
+    results = {}
+    for sc in chosen:
+        click.echo(f"{system.name} · {sc.name}")
+        t0 = time.monotonic()
+        result = measure_gap(system, sc, eval_seeds, fit_seeds, say=click.echo, fit_sweeps=fit_sweeps)
+        result.update({"system": system.name, "scenario": sc.name, "eval_seeds": eval_seeds,
+                       "train_seeds": fit_seeds, "fit_sweeps": fit_sweeps, "wall_s": round(time.monotonic() - t0, 1),
+                       "command": command, "commit": git_commit(), "uncommitted_changes": has_uncommitted_changes()})
+        (out / f"{short}-{sc.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+        if figures:
+            _figure(system, sc, result, out / f"{short}-{sc.name}.png")
+        results[sc.name] = result
+        if result.get("gap") is not None:
+            click.echo(f"  gap {100 * result['gap']:.1f} % of droop-to-oracle ({result['best_local']} best local)")
+    table = gap_table(system.name, results)
+    (out / f"gap-{short}.md").write_text(table)
+    click.echo(table)
+    click.echo(f"wrote {out}")
+
+
+def gap_table(system_name: str, results: dict[str, dict[str, Any]]) -> str:
+    """A Markdown table: one row per scenario, mean evaluation returns of every controller and the gap."""
+    names = ["droop", "secondary", "local", "per-dg-fit", "local-fit", "oracle"]
+    head = "| scenario | " + " | ".join(LABELS[n] for n in names) + " | best local | gap |\n"
+    lines = [f"{system_name}, mean evaluation return over the evaluation seeds\n\n", head,
+             "|" + "---|" * (len(names) + 3) + "\n"]
+    for scenario, result in results.items():
+        rows = result["controllers"]
+        cells = [f"{rows[n]['mean_return']:.3f}" if n in rows else "–" for n in names]
+        gap_value = result.get("gap")
+        gap_text = "–" if gap_value is None else f"{100 * gap_value:.1f} %"
+        lines.append(f"| {scenario} | " + " | ".join(cells) + f" | {result.get('best_local', '–')} | {gap_text} |\n")
+    return "".join(lines)
+
+
+def _figure(system: Any, scenario: Any, result: dict[str, Any], path: Path) -> None:
+    """DG voltages on the first evaluation seed under droop and the strongest non-oracle controller, fine
+    trace (every 10 ms, warm-up included)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from simsvc.gap import trace_episode
+
+    rows = result["controllers"]
+    strongest = max((n for n in rows if n not in ("oracle", "droop")), key=lambda n: rows[n]["mean_return"])
+    seed = result["eval_seeds"][0]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
+    for ax, name in zip(axes, (strongest, "droop"), strict=True):
+        trace = trace_episode(system, scenario, seed, name, result["fitted"])
+        ax.plot(trace["t"], trace["v_pu"], lw=0.9)
+        ax.axhspan(0.95, 1.05, color="green", alpha=0.08)
+        ax.set_title(f"{LABELS[name]} (mean return {rows[name]['mean_return']:.2f})", fontsize=9)
+        ax.set_xlabel("time (s)")
+    axes[0].set_ylabel("DG voltage (p.u.)")
+    fig.suptitle(f"{system.name} · scenario {scenario.name} · seed {seed}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

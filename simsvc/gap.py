@@ -1,0 +1,220 @@
+"""The information gap of a scenario (docs/scenarios.md#the-information-gap): how much of the way from droop
+control to a centralised look-ahead the best controllers that read only their own DG's measurement cover.
+
+Every controller here runs whole episodes of a scenario in one batch of environments (one env per episode
+seed, or per seed and candidate while fitting), deciding from what the DGs measured (`measured()`: with the
+scenario's noise and delay), scored with the scenario's own reward. The fitted rules are fitted on training
+seeds far below the evaluation seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from simsvc.controllers import FixedSetpoints, OneStepOracle, make_controller
+from simsvc.env import VecMicrogridEnv, apply_load_factors, scenario_rewards
+from simsvc.lookahead import coordinate_search
+from simsvc.metrics import episode_summary
+from simsvc.reward import DIVERGED_REWARD
+from simsvc.scenarios import Scenario
+from simsvc.systems import DG_COL, System, nearest_action, setpoint_choices
+
+GAP_CONTROLLERS = ("droop", "secondary", "local", "per-dg-fit", "local-fit", "oracle")
+LOCAL_OFFSETS_V = np.arange(-15.0, 15.01, 2.5)   # the fitted local rule's offset grid o_i (V)
+LOCAL_GAINS = np.array([0.5, 0.75, 1.0, 1.25, 1.5])  # ... and its gain grid g_i
+FIT_SWEEPS = 2
+Controller = Any  # anything with setpoints(meas, vn_v [E, N]) -> [E, N]
+
+
+class LocalRule:
+    """The fitted local rule: V_n,i = V_nom + g_i·n_Q,i·Q_i + o_i from the DG's own measured Q, snapped to the
+    agents' set-points. g = 1, o = 0 is the `local` rule. `gain` and `offset_v` are [N] or [E, N] (one
+    candidate per env while fitting)."""
+
+    def __init__(self, system: System, gain: np.ndarray, offset_v: np.ndarray):
+        self.system, self.gain, self.offset_v = system, np.asarray(gain, float), np.asarray(offset_v, float)
+        self.n_q = system.dg_params[:, DG_COL["n_q"]]
+        self.choices = setpoint_choices(system)
+
+    def setpoints(self, meas: Any, vn_v: np.ndarray) -> np.ndarray:
+        wanted = self.system.v_nom_v + self.gain * self.n_q * meas.q_var + self.offset_v
+        return self.choices[nearest_action(self.system, wanted)]
+
+
+class MeasuredStateOracle(OneStepOracle):
+    """The oracle look-ahead of `simsvc.controllers.OneStepOracle` (each DG's ten set-points in turn, two
+    sweeps, one control step ahead on copies of the true state), scored with the scenario's reward, and
+    without foresight: the copies carry the loads in force when the DGs last measured, not a walk or load
+    step taken since (which no DG and no neighbour could know yet). With loads fixed it is the oracle."""
+
+    def __init__(self, env: VecMicrogridEnv):
+        super().__init__(env.system, env.grid)
+        self.env = env
+        self.control_steps = env.grid.steps_for(env.control_dt_s)
+
+    def setpoints(self, meas: Any, vn_v: np.ndarray) -> np.ndarray:
+        env = self.env
+        out = np.empty_like(vn_v)
+        for e in range(self.grid.n_envs):
+            def score(candidates: np.ndarray, e: int = e) -> np.ndarray:
+                copies = self.grid.replicate(np.full(len(candidates), e))
+                loads = np.repeat(env.measured_load_factors[e][None], len(candidates), axis=0)
+                apply_load_factors(copies, loads)
+                copies.vn_v[:] = self.choices[candidates]
+                copies.advance(self.control_steps)
+                rewards, _ = scenario_rewards(copies, copies.measure(), env.scenario, env._share_mix,
+                                              env.loadbus_assign)
+                rewards[~copies.ok] = DIVERGED_REWARD
+                return np.where(np.isfinite(rewards), rewards, DIVERGED_REWARD).sum(axis=1)
+
+            start = nearest_action(self.system, vn_v[e])
+            actions, _, _ = coordinate_search(score, start, self.system.n_actions, 2)
+            out[e] = self.choices[actions]
+        return out
+
+
+def batch_episodes(system: System, scenario: Scenario, seeds: Sequence[int],
+                   make: Callable[[VecMicrogridEnv], Controller], disturbance: str | None = None,
+                   trace_dt_s: float | None = None) -> dict[str, Any]:
+    """One episode per seed, all in one batch, under the controller `make(env)` builds; per episode the
+    voltages and rewards [T, N] (an episode that diverges ends there) and its return (and with `trace_dt_s`
+    the env, whose `trace(k)` is episode k's fine trace)."""
+    seeds = np.asarray(seeds, dtype=np.int64)
+    env = VecMicrogridEnv(system, len(seeds), disturbance=disturbance or scenario.evaluation_disturbance(),
+                          scenario=scenario, auto_reset=False, trace_dt_s=trace_dt_s)
+    env.reset(0, episode_seeds=seeds)
+    ctrl = make(env)
+    alive = np.ones(len(seeds), dtype=np.bool_)
+    vs, rs = [], []
+    for _ in range(env.episode_steps):
+        vn = ctrl.setpoints(env.measured(), env.grid.vn_v.copy())
+        _, rewards, done, info = env.step_setpoints(vn)
+        vs.append(np.where(alive[:, None], info["v_pu"], np.nan))
+        rs.append(np.where(alive[:, None], rewards, 0.0))
+        alive &= ~done
+        env._finished[:] = False  # a diverged env stays put (and masked); the others go on
+    v_pu, rewards = np.stack(vs, axis=1), np.stack(rs, axis=1)
+    return {"v_pu": v_pu, "rewards": rewards, "returns": rewards.sum(axis=(1, 2)), "env": env}
+
+
+def trace_episode(system: System, scenario: Scenario, seed: int, name: str, fitted: dict[str, Any],
+                  trace_dt_s: float = 0.01) -> dict[str, np.ndarray]:
+    """The fine trace (t, v_pu, ... every trace_dt_s, warm-up included) of one episode under a gap controller."""
+    result = batch_episodes(system, scenario, [seed], gap_controller(name, system, fitted), trace_dt_s=trace_dt_s)
+    return result["env"].trace(0)
+
+
+def _scorer(system: System, scenario: Scenario, seeds: Sequence[int],
+            make: Callable[[np.ndarray], Controller]) -> Callable[[np.ndarray], np.ndarray]:
+    """score(params [C, ...]) -> mean return over `seeds` of each candidate, all candidates in one batch."""
+    n_seeds = len(seeds)
+
+    def score(params: np.ndarray) -> np.ndarray:
+        tiled = np.repeat(params, n_seeds, axis=0)
+        result = batch_episodes(system, scenario, np.tile(seeds, len(params)), lambda env: make(tiled))
+        return result["returns"].reshape(len(params), n_seeds).mean(axis=1)
+
+    return score
+
+
+def fit_per_dg(system: System, scenario: Scenario, seeds: Sequence[int], sweeps: int = FIT_SWEEPS) -> dict[str, Any]:
+    """Per-DG constant set-points for the scenario: the best common set-point, then coordinate search per DG
+    over the ten set-points (FIT_SWEEPS sweeps), by mean return on `seeds`."""
+    choices = setpoint_choices(system)
+    score = _scorer(system, scenario, seeds, lambda actions: FixedSetpoints(choices[actions]))
+    uniform = np.repeat(np.arange(system.n_actions)[:, None], system.n_dg, axis=1)
+    best = int(np.argmax(score(uniform)))
+    actions, train_return, ran = coordinate_search(score, np.full(system.n_dg, best), system.n_actions, sweeps)
+    return {"setpoints_v": [float(v) for v in choices[actions]], "train_return": train_return, "sweeps": ran}
+
+
+def fit_local_rule(system: System, scenario: Scenario, seeds: Sequence[int], sweeps: int = FIT_SWEEPS
+                   ) -> dict[str, Any]:
+    """The local rule's gain and offset per DG for the scenario, by coordinate search from the `local` rule
+    (g = 1, o = 0): per DG, the offset over LOCAL_OFFSETS_V, then the gain over LOCAL_GAINS, FIT_SWEEPS sweeps,
+    by mean return on `seeds`."""
+    n = system.n_dg
+    gain, offset = np.ones(n), np.zeros(n)
+
+    def candidates_score(i: int, values: np.ndarray, which: str) -> np.ndarray:
+        g = np.repeat(gain[None], len(values), axis=0)
+        o = np.repeat(offset[None], len(values), axis=0)
+        (g if which == "gain" else o)[:, i] = values
+        params = np.stack([g, o], axis=1)  # [C, 2, N]
+        return _scorer(system, scenario, seeds, lambda p: LocalRule(system, p[:, 0], p[:, 1]))(params)
+
+    best = -np.inf
+    for _ in range(sweeps):
+        changed = False
+        for i in range(n):
+            for which, grid in (("offset", LOCAL_OFFSETS_V), ("gain", LOCAL_GAINS)):
+                scores = candidates_score(i, grid, which)
+                target = gain if which == "gain" else offset
+                current = int(np.argmin(np.abs(grid - target[i])))
+                pick = int(np.argmax(scores))
+                if scores[pick] > scores[current] + 1e-12:
+                    target[i], changed = grid[pick], True
+                best = float(scores[pick]) if scores[pick] > scores[current] + 1e-12 else float(scores[current])
+        if not changed:
+            break
+    return {"gain": gain.tolist(), "offset_v": offset.tolist(), "train_return": best}
+
+
+def gap_controller(name: str, system: System, fitted: dict[str, Any]) -> Callable[[VecMicrogridEnv], Controller]:
+    """make(env) for a controller of the gap table (GAP_CONTROLLERS); `fitted` holds the fitted rules."""
+    if name == "per-dg-fit":
+        return lambda env: FixedSetpoints(np.asarray(fitted["per-dg-fit"]["setpoints_v"]))
+    if name == "local-fit":
+        return lambda env: LocalRule(system, np.asarray(fitted["local-fit"]["gain"]),
+                                     np.asarray(fitted["local-fit"]["offset_v"]))
+    if name == "oracle":
+        return MeasuredStateOracle
+    return lambda env: make_controller(name, system, 0, grid=env.grid, scenario=env.scenario)
+
+
+def information_gap(returns: dict[str, float]) -> dict[str, float | None]:
+    """From mean returns: the droop-to-oracle range, the best local controller (local, per-dg-fit, local-fit)
+    and the gap = (oracle − best local) / (oracle − droop)."""
+    local = max(("local", "per-dg-fit", "local-fit"), key=lambda k: returns.get(k, -np.inf))
+    span = returns["oracle"] - returns["droop"]
+    return {"best_local": local, "range": span,
+            "gap": (returns["oracle"] - returns[local]) / span if span > 0 else None}
+
+
+def measure_gap(system: System, scenario: Scenario, eval_seeds: Sequence[int], train_seeds: Sequence[int],
+                controllers: Sequence[str] = GAP_CONTROLLERS, say: Callable[[str], None] = print,
+                fit_sweeps: int = FIT_SWEEPS) -> dict[str, Any]:
+    """Fit the local rules on `train_seeds`, run every controller on `eval_seeds`; returns per controller
+    the mean return and metrics and per-episode traces, the fitted rules and the gap."""
+    import time
+
+    fitted: dict[str, Any] = {}
+    if "per-dg-fit" in controllers:
+        t0 = time.monotonic()
+        fitted["per-dg-fit"] = fit_per_dg(system, scenario, train_seeds, fit_sweeps)
+        say(f"  per-dg-fit fitted in {time.monotonic() - t0:.0f} s: {fitted['per-dg-fit']['setpoints_v']}")
+    if "local-fit" in controllers:
+        t0 = time.monotonic()
+        fitted["local-fit"] = fit_local_rule(system, scenario, train_seeds, fit_sweeps)
+        say(f"  local-fit fitted in {time.monotonic() - t0:.0f} s: gain {fitted['local-fit']['gain']}, "
+            f"offset {fitted['local-fit']['offset_v']} V")
+    rows: dict[str, Any] = {}
+    for name in controllers:
+        t0 = time.monotonic()
+        result = batch_episodes(system, scenario, eval_seeds, gap_controller(name, system, fitted))
+        episodes = [episode_summary(result["v_pu"][k][np.isfinite(result["v_pu"][k]).all(axis=1)],
+                                    result["rewards"][k][np.isfinite(result["v_pu"][k]).all(axis=1)])
+                    for k in range(len(eval_seeds))]
+        rows[name] = {"mean_return": float(result["returns"].mean()),
+                      "violation_rate": float(np.mean([e["violation_rate"] for e in episodes])),
+                      "max_dev_pu": float(np.max([e["max_dev_pu"] for e in episodes])),
+                      "returns": [float(r) for r in result["returns"]], "wall_s": round(time.monotonic() - t0, 1),
+                      "v_pu_first": result["v_pu"][0].tolist()}
+        say(f"  {name:11s} mean return {rows[name]['mean_return']:9.3f}  ({rows[name]['wall_s']} s)")
+    out: dict[str, Any] = {"controllers": rows, "fitted": fitted}
+    if "oracle" in rows and "droop" in rows:
+        out.update(information_gap({k: v["mean_return"] for k, v in rows.items()}))
+    return out
