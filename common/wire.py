@@ -78,6 +78,7 @@ from common.wire_schema import (
 )
 from common.wire_types import (
     ALLOWED_DTYPES,
+    CREDIT,
     DEFAULT_LIMITS,
     GET_WEIGHTS,
     HEADER_KEYS,
@@ -106,7 +107,7 @@ if TYPE_CHECKING:
 
 # Re-exported: the whole protocol is reached as `common.wire.X`.
 __all__ = [
-    "ALLOWED_DTYPES", "DEFAULT_LIMITS", "GENERIC_ABS_MAX", "GET_WEIGHTS", "HEADER_KEYS", "HEARTBEAT", "HELLO",
+    "ALLOWED_DTYPES", "CREDIT", "DEFAULT_LIMITS", "GENERIC_ABS_MAX", "GET_WEIGHTS", "HEADER_KEYS", "HEARTBEAT", "HELLO",
     "LOGP_MIN", "MAX_SAMPLER_STATE_BYTES", "MAX_TIMER_S", "MESSAGE_TYPES", "PROTOCOL_VERSION", "REASONS",
     "ROLLOUT", "ROLLOUT_META", "SAMPLER_STATE", "STATS", "STOP", "TIMER_PREFIX", "WEIGHTS", "Frame", "Message",
     "MetaValue", "RolloutSpec", "RunBounds", "WireError", "WireLimits", "arrays_to_state_dict",

@@ -23,7 +23,8 @@ GET_WEIGHTS = "get_weights"
 HEARTBEAT = "heartbeat"
 STATS = "stats"
 STOP = "stop"
-MESSAGE_TYPES: frozenset[str] = frozenset({HELLO, ROLLOUT, WEIGHTS, GET_WEIGHTS, HEARTBEAT, STATS, STOP})
+CREDIT = "credit"  # async: an actor asks for its next window; the learner's reply grants it
+MESSAGE_TYPES: frozenset[str] = frozenset({HELLO, ROLLOUT, WEIGHTS, GET_WEIGHTS, HEARTBEAT, STATS, STOP, CREDIT})
 
 # Wire dtype name -> numpy dtype. Little-endian is part of the protocol; bool is one byte of 0 or 1.
 ALLOWED_DTYPES: dict[str, np.dtype] = {
