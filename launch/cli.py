@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
 }
 BENCH_COMMANDS: dict[str, str] = {
     "act": "launch.bench_act:bench_act",
+    "actors": "launch.bench_actors:bench_actors",
     "sim": "launch.bench_sim:bench_sim",
     "learner": "launch.train_cmd:bench_learner",
     "system": "launch.bench_system:bench_system",
