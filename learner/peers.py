@@ -60,8 +60,10 @@ class Peers:
                 self._evict()
             peer = Peer(identity, sender, key_name, fd, now)
         peer.sender, peer.last_heard = sender, now
-        if fd is not None and fd != peer.fd:
-            peer.fd = fd
+        if fd is not None and fd != peer.fd:  # a new connection (a reconnect handed the routing id over)
+            if peer.fd is not None and self._by_fd.get(peer.fd) == identity:
+                del self._by_fd[peer.fd]
+            peer.fd, peer.open = fd, True
         if fd is not None:
             other = self._by_fd.get(fd)
             if other is not None and other != identity:  # the fd was reused: its earlier connection is gone
@@ -108,6 +110,10 @@ class Peers:
         """The connection that holds `actor`, if any."""
         identity = self.bound.get(actor)
         return None if identity is None else self._peers.get(identity)
+
+    def actor_of(self, identity: bytes) -> int | None:
+        """The actor id the connection `identity` holds, if any."""
+        return next((actor for actor, held in self.bound.items() if held == identity), None)
 
     def may_bind(self, actor: int, identity: bytes, now: float) -> bool:
         """Whether a HELLO for `actor` from `identity` may take the id: it is free, already this connection's,

@@ -19,12 +19,17 @@ along the env axis in actor order, exactly as the local trainer joins its env gr
 actor's ``get_weights`` carrying ``meta.min_version`` is answered once that version exists, so actors
 wait for the next weights without relying on PUB/SUB delivery (no slow-joiner waits).
 
-Async mode: actors never wait; they act with the newest weights they have (from the PUB broadcast). A
-rollout is accepted when its lag (current version - its weight version) is at most
-``dist.max_policy_lag``, else dropped as "stale" (checked on arrival and again when it enters an update);
-every ``dist.batch_rollouts`` accepted rollouts (default one per actor), in arrival order, make one update
-corrected with V-trace (`learner.update.vtrace_losses`). Each update's mean and max lag go to metrics.csv
-(``policy_lag``, ``policy_lag_max``), as Sample Factory reports policy lag.
+Async mode: actors act with the newest weights they have (from the PUB broadcast), but collect a window
+only with a credit (`learner.credits`): the learner grants no more windows than its next updates can use,
+so many actors on few cores do not produce rollouts that go stale. A rollout is accepted when its lag
+(current version - its weight version) is at most ``dist.max_policy_lag``, else dropped as "stale"
+(checked on arrival and again when it enters an update); every ``dist.batch_rollouts`` accepted rollouts
+(default one per actor), in arrival order, make one update corrected with V-trace
+(`learner.update.vtrace_losses`), fewer when no more are on their way (`learner.intake`). Each update's mean
+and max lag go to metrics.csv (``policy_lag``, ``policy_lag_max``), as Sample Factory reports policy lag.
+
+The learner writes RUN/liveness.json about every second: when it last heard from each actor (a control
+message or a rollout) and its weight version; the supervisor reads it to restart hung actors.
 
 This module imports only `common` and `learner`; `launch` builds the model and writes the run's config.
 """
@@ -56,6 +61,7 @@ from learner.intake import Intake
 from learner.peers import Peer, Peers
 
 SENDER = "learner"
+LIVENESS_EVERY_S = 1.0  # how often RUN/liveness.json is rewritten
 MAX_PER_POLL = 64  # messages read per socket per poll: a flood cannot keep the loop from its next update
 _HANDSHAKE_FAILED = {zmq.EVENT_HANDSHAKE_FAILED_AUTH: "not_allowed",
                      zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "protocol",
@@ -117,6 +123,7 @@ class LearnerService:
         self._seq = 0
         self.peers = Peers(max_peers=4 * cfg.dist.actors + 64)
         self._weights_cache: tuple[int, dict[str, np.ndarray]] | None = None
+        self._liveness_at = 0.0
         self._ctx = zmq.Context()
         self._socks: list[zmq.Socket] = []
         self._monitors: dict[str, zmq.Socket] = {}
@@ -141,6 +148,8 @@ class LearnerService:
         self._socks.append(sock)
         wire.configure_socket(sock, max_msg_bytes, hwm)
         self.security.apply(sock)
+        if name == "control":  # an actor that reconnects keeps its routing id: the new connection takes it over
+            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         events = zmq.EVENT_DISCONNECTED if name == "control" else 0
         if self.security.curve:
             events |= sum(_HANDSHAKE_FAILED)
@@ -241,6 +250,8 @@ class LearnerService:
                 self._send(peer, wire.WEIGHTS, arrays=self._weights())
             else:
                 peer.waiting = want  # one deferred request per connection: a newer one replaces it
+        elif msg.type == wire.CREDIT and self.intake.credits is not None:
+            self._on_credit(peer, msg, now)
         elif msg.type == wire.STATS:
             meta = {"version": self.version, "env_steps": self.env_steps, "dropped": sum(self.dropped.values()),
                     "refused": sum(self.refusals.counts.values()), "rollouts": self.intake.accepted,
@@ -248,6 +259,46 @@ class LearnerService:
             self._send(peer, wire.STATS, meta)
         else:  # a STOP among them: only the operator stops a run, never a peer
             self.drops.add("wrong_type", f"control socket: {msg.type} from {msg.sender[:40]!r}")
+
+    def _on_credit(self, peer: Peer, msg: wire.Message, now: float) -> None:
+        """An actor asks for its next window (async); it is granted in `_grant` when the budget allows."""
+        actor = self.peers.actor_of(peer.identity)
+        if actor is None:
+            self.drops.add("bad_actor", f"control socket: credit request from {msg.sender[:40]!r} on a connection "
+                           f"that holds no actor id (no accepted hello)")
+            return
+        after = msg.meta.get("after", -1)
+        after = after if wire.is_int(after) and after >= -1 else -1
+        self.intake.credits.request(actor, peer.identity, after, now)
+
+    def _grant(self, now: float) -> None:
+        """Answer the credit requests the budget allows now (async)."""
+        for req in self.intake.grant(now, lambda identity: self.peers.alive(identity, now)):
+            peer = self.peers.get(req.identity)
+            if peer is not None:
+                self._send(peer, wire.CREDIT)
+
+    def _alive_actor(self, actor: int, now: float) -> bool:
+        holder = self.peers.holder(actor)
+        return holder is not None and self.peers.alive(holder.identity, now)
+
+    def _write_liveness(self, now: float) -> None:
+        """RUN/liveness.json: when each actor was last heard (wall-clock seconds), for the supervisor."""
+        wall = time.time()
+        heard = {}
+        for actor in range(self.cfg.dist.actors):
+            holder = self.peers.holder(actor)
+            last = max(holder.last_heard if holder is not None else -np.inf,
+                       self.intake.rollout_at.get(actor, -np.inf))
+            if np.isfinite(last):
+                heard[str(actor)] = round(wall - (now - last), 3)
+        path = self.out / "liveness.json"
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps({"time": round(wall, 3), "version": self.version, "heard": heard}))
+            os.replace(tmp, path)
+        except OSError as exc:
+            self.log.warning("cannot write %s: %s", path, exc)
 
     def _on_hello(self, peer: Peer, msg: wire.Message, now: float) -> None:
         """Bind the claimed actor id to this connection, if the claim holds; answer with the run's facts and
@@ -272,6 +323,8 @@ class LearnerService:
             self.log.warning("%s went silent (last heard %.1f s ago) and re-joined on a new connection", name,
                              now - previous.last_heard)
         self.intake.last_seq.pop(actor, None)  # a (re)started actor counts its rollouts from 0 again
+        if self.intake.credits is not None:
+            self.intake.credits.hello(actor)
         self.log.info("hello from %s (envs %s)", name, str(msg.meta.get("envs"))[:20])
         meta = {"mode": self.cfg.dist.mode, "config_digest": self.digest, "rollout": self.endpoints["rollout"],
                 "weights": self.endpoints["weights"], **self._continuation(actor)}
@@ -326,6 +379,10 @@ class LearnerService:
         now = time.monotonic()
         for peer in self.peers.sweep(now):
             self.log.warning("%s silent for %.1f s (no heartbeat)", peer.sender, now - peer.last_heard)
+        self._grant(now)
+        if now - self._liveness_at >= LIVENESS_EVERY_S:
+            self._liveness_at = now
+            self._write_liveness(now)
         self.drops.tick(now)
         self.refusals.tick(now)
 
@@ -366,6 +423,8 @@ class LearnerService:
                    "actor_timers": {str(k): v for k, v in sorted(self.actor_timers.items())}}
         if self.cfg.dist.mode == "async":  # rollouts that entered updates, by policy lag
             summary["policy_lag_counts"] = {str(k): v for k, v in sorted(self.intake.lag_counts.items())}
+            summary["credits"] = {"budget": self.intake.credits.budget, "granted": self.intake.credits.grants,
+                                  "partial_batches": self.intake.partial_batches}
         (self.out / "learner_stats.json").write_text(json.dumps(summary, indent=2))
         self.log.info("finished: %d updates, %d env steps, dropped %s", self.version, self.env_steps,
                       dict(self.dropped))
@@ -373,10 +432,13 @@ class LearnerService:
 
     def _step(self) -> None:
         """One update when a batch is complete: learn, publish and answer the waiting actors, record."""
-        taken = self.intake.next_batch(self.version)
+        now = time.monotonic()
+        taken = self.intake.next_batch(self.version, now, lambda identity: self.peers.alive(identity, now),
+                                       lambda actor: self._alive_actor(actor, now))
         if taken is None:
             return
         batch, metas, lags = taken
+        self._grant(now)  # async: the next windows are collected while this update runs
         if self.cfg.dist.learner_delay_s > 0:
             time.sleep(self.cfg.dist.learner_delay_s)  # testing aid: a slow learner
         self.actor_timers.update({int(m["actor"]): from_meta(m) for m in metas})
