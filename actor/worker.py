@@ -7,16 +7,23 @@ wait; in sync mode with ``min_version`` = the next version, answered when that v
 heartbeat about every second. If the learner stays silent it reconnects with exponential backoff, and
 after `timeout_s` without any reply it gives up with `LearnerGone`.
 
-In async mode the actor never waits: it also subscribes to the learner's PUB weights socket, and between
-rollouts it applies the newest broadcast version and reads heartbeat replies and stop without blocking
-(`_AsyncLink`); the initial weights still come from get_weights, so a slow-joining subscription loses
-nothing.
+In async mode the actor also subscribes to the learner's PUB weights socket, and between rollouts it
+applies the newest broadcast version and reads heartbeat replies and stop without blocking (`_AsyncLink`);
+the initial weights still come from get_weights, so a slow-joining subscription loses nothing. It collects
+a window only with a credit: after each rollout it asks (`CREDIT`) and waits, heart-beating, until the
+learner grants the next window (`learner.credits`), then acts with at least the weight version the grant
+names (from the broadcast, or fetched if the broadcast is late).
+
+The control socket keeps one routing id for the life of the process, so a reconnect does not lose the
+actor id its HELLO bound to the connection.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -35,6 +42,7 @@ from common.timers import StageTimer
 
 HEARTBEAT_S = 1.0
 ASYNC_SILENT_S = 5.0  # async: a learner silent this long is waited for (and given up on after the timeout)
+BROADCAST_WAIT_S = 1.0  # async: after a grant, how long the broadcast of its version is waited for before fetching
 
 
 class LearnerGone(RuntimeError):
@@ -54,13 +62,15 @@ class _Control:
         self.security = security or ClientSecurity()  # CURVE client options for every socket to the learner
         self.timeout_s, self.log, self.max_msg_bytes = timeout_s, log, max_msg_bytes
         self.seq = 0
-        self.sock: zmq.Socket | None = None
+        self.routing_id = f"{sender}-{secrets.token_hex(8)}".encode()  # kept across reconnects (the learner hands
+        self.sock: zmq.Socket | None = None                             # the id over to the new connection)
         self._connect()
 
     def _connect(self) -> None:
         if self.sock is not None:
             self.sock.close(linger=0)
         self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.ROUTING_ID, self.routing_id)
         wire.configure_socket(self.sock, self.max_msg_bytes, 16)
         self.security.apply(self.sock)
         self.sock.connect(self.address)
@@ -73,9 +83,11 @@ class _Control:
         except zmq.Again:
             pass  # request() resends after reconnecting, and gives up after its timeout
 
-    def request(self, kind: str, meta: dict[str, Any] | None, want: str) -> wire.Message:
-        """Send `kind` and wait for a reply of type `want` (STOP raises), heartbeating while waiting."""
-        self.send(kind, meta)
+    def request(self, kind: str, meta: dict[str, Any] | None, want: str, sent: bool = False) -> wire.Message:
+        """Send `kind` (unless `sent`: it went already) and wait for a reply of type `want` (STOP raises),
+        heartbeating while waiting; after a reconnect `kind` is sent again."""
+        if not sent:
+            self.send(kind, meta)
         last_heard = time.monotonic()
         next_beat = last_heard + HEARTBEAT_S
         backoff, next_retry = 1.0, last_heard + 2.0
@@ -135,6 +147,8 @@ class _AsyncLink:
         self.next_beat = 0.0
         self.from_broadcast = 0
         self.fetched = 0
+        self.asking: dict[str, Any] = {"after": -1}  # the last credit request's meta
+        self.grant: wire.Message | None = None       # its grant, when it came while doing something else
 
     def _apply(self, msg: wire.Message, policy: ActingPolicy, version: int) -> int:
         self.learner_version = max(self.learner_version, msg.weight_version)
@@ -168,6 +182,9 @@ class _AsyncLink:
                 before = version
                 version = self._apply(msg, policy, version)
                 self.fetched += version != before
+            elif msg.type == wire.CREDIT:  # the grant asked for; `credit` takes it from here
+                self.grant = msg
+                self.learner_version = max(self.learner_version, msg.weight_version)
             else:
                 self.learner_version = max(self.learner_version, msg.weight_version)
         newest = None
@@ -194,6 +211,34 @@ class _AsyncLink:
             self.learner_version = max(self.learner_version, reply.weight_version)
         return version
 
+    def ask(self, after: int) -> None:
+        """Ask for the next window, to follow the rollout with seq `after` (-1: before the first). Sent before
+        that rollout, so the learner has the request when the rollout arrives and can grant the next window
+        as soon as it takes this one into an update."""
+        self.asking, self.grant = {"after": after}, None
+        self.control.send(wire.CREDIT, self.asking)
+
+    def credit(self, policy: ActingPolicy, version: int) -> int:
+        """Wait for the grant of the window asked for; return the weight version loaded to act with: at least
+        the grant's. Raises StopRequested, or LearnerGone after a silent learner's timeout."""
+        version = self.refresh(policy, version)  # the grant may be here already
+        if self.grant is None:
+            self.grant = self.control.request(wire.CREDIT, self.asking, wire.CREDIT, sent=True)
+            self.asked = False  # replies to a fallback fetch may have been read (and dropped) meanwhile
+        grant, self.grant = self.grant, None
+        self.last_heard = time.monotonic()
+        self.learner_version = max(self.learner_version, grant.weight_version)
+        version = self.refresh(policy, version)
+        deadline = time.monotonic() + BROADCAST_WAIT_S
+        while version < grant.weight_version and time.monotonic() < deadline:
+            self.sub.poll(20)  # its broadcast left before the grant: it is usually here already
+            version = self.refresh(policy, version)
+        if version < grant.weight_version:
+            reply = self.control.request(wire.GET_WEIGHTS, {"min_version": grant.weight_version}, wire.WEIGHTS)
+            version = _load(policy, reply)
+            self.fetched += 1
+        return version
+
     def close(self) -> None:
         self.sub.close(linger=0)
 
@@ -215,11 +260,14 @@ def acting_setup(cfg: Config, actor_id: int) -> tuple[RolloutCollector, StageTim
     return collector, timers, seed
 
 
-def run_actor(cfg: Config, learner: str, actor_id: int, run_id: str, log: logging.Logger,
+def run_actor(cfg: Config, learner: str | Callable[[], str], actor_id: int, run_id: str, log: logging.Logger,
               timeout_s: float = 15.0, max_msg_bytes: int = 64 << 20, max_rollouts: int | None = None,
               security: ClientSecurity | None = None) -> int:
-    """Serve as actor `actor_id` until the learner says stop (return 0); raise LearnerGone if it vanishes."""
+    """Serve as actor `actor_id` until the learner says stop (return 0); raise LearnerGone if it vanishes.
+    `learner` is the control endpoint, or a function that returns it (called once the envs are set up)."""
     collector, timers, seed = acting_setup(cfg, actor_id)
+    if callable(learner):
+        learner = learner()
     policy, sampler, E = collector.policy, collector.sampler, cfg.dist.envs_per_actor
     sender = f"actor-{actor_id}"
     ctx = zmq.Context()
@@ -245,19 +293,27 @@ def run_actor(cfg: Config, learner: str, actor_id: int, run_id: str, log: loggin
         log.info("%s: %d envs, seed %d, weights version %d from %s", sender, E, seed, version, learner)
         timers.restart()
         sent = 0
+        if link is not None:  # async: the first window, too, needs a credit
+            link.ask(-1)
+            with timers.stage("wait"):
+                version = link.credit(policy, version)
         while max_rollouts is None or sent < max_rollouts:
             rollout, stats = collector.collect(version)
             meta = {"actor": actor_id, **window_meta(stats, rollout.rewards.size),
                     "episodes_done": int(collector.episodes_done.max()), "at_boundary": collector.at_episode_boundary}
             meta.update(timers.totals("t_"))
+            if link is not None and (max_rollouts is None or sent + 1 < max_rollouts):
+                link.ask(sent)  # for the window after this rollout
             with timers.stage("send"):
                 wire.send(push, wire.Message(type=wire.ROLLOUT, run_id=run_id, sender=sender, seq=sent,
                                              weight_version=version, meta=meta, arrays=_with_sampler(rollout, sampler)))
             sent += 1
             collector.finish_resets()  # the learner needs no more of this window: warm up the next episodes
-            if link is not None:  # async: never wait, act on with the newest weights that have arrived
-                with timers.stage("load"):
-                    version = link.refresh(policy, version)
+            if link is not None:  # async: the next window when the learner grants it, with the newest weights
+                if max_rollouts is not None and sent >= max_rollouts:
+                    break
+                with timers.stage("wait"):
+                    version = link.credit(policy, version)
                 continue
             control.send(wire.HEARTBEAT)
             with timers.stage("wait"):

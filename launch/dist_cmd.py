@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import secrets
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -29,10 +31,12 @@ from launch.errors import exit_on_user_error
 @click.option("--keys", "keys_dir", type=click.Path(file_okay=False),
               help="CURVE key directory from `powernet keys`: encrypt and accept only its allowed actors")
 @click.option("--insecure", is_flag=True, help="allow a non-loopback bind without CURVE (not recommended)")
+@click.option("--first-wave", type=int, default=0, hidden=True,
+              help="async: actors the first update waits for (the supervisor starts the others after it)")
 @exit_on_user_error
 def learner(config_path: str, out_dir: str, steps: int | None, overrides: tuple[str, ...], run_id: str | None,
             free_ports: bool, watch_parent: bool, resume: bool, bind: str | None, keys_dir: str | None,
-            insecure: bool) -> None:
+            insecure: bool, first_wave: int) -> None:
     """Run the learner service: bind rollout/weights/control sockets and train."""
     # pyzmq (through common.security), torch and the simulator load here, not at import: --help stays quick.
     from common.security import parse_tcp
@@ -44,6 +48,8 @@ def learner(config_path: str, out_dir: str, steps: int | None, overrides: tuple[
     run_id = run_id or f"{Path(out_dir).name or 'run'}-{secrets.token_hex(4)}"
     service = build_learner(cfg, out_dir, run_id, free_ports=free_ports, watch_parent=watch_parent, resume=resume,
                             keys=keys_dir, insecure=insecure)
+    if first_wave > 0 and service.intake.credits is not None:
+        service.intake.credits.first_wave = min(first_wave, cfg.dist.actors)
     if service.security.warning:
         click.echo(f"warning: {service.security.warning}", err=True)
     try:
@@ -56,7 +62,9 @@ def learner(config_path: str, out_dir: str, steps: int | None, overrides: tuple[
 
 
 @click.command("actor")
-@click.option("--learner", "address", required=True, help="learner control endpoint, tcp://HOST:PORT")
+@click.option("--learner", "address", help="learner control endpoint, tcp://HOST:PORT")
+@click.option("--learner-file", type=click.Path(dir_okay=False), hidden=True,
+              help="instead of --learner: the learner's endpoints.json, waited for after the actor has set up")
 @click.option("--id", "actor_id", type=int, required=True, help="actor index k in 0..dist.actors-1")
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), required=True,
               help="the run's config (the learner refuses a different one)")
@@ -68,31 +76,56 @@ def learner(config_path: str, out_dir: str, steps: int | None, overrides: tuple[
 @click.option("--keys", "keys_dir", type=click.Path(file_okay=False),
               help="CURVE key directory holding actor-K.key_secret (K = --id) and learner.key")
 @exit_on_user_error
-def actor(address: str, actor_id: int, config_path: str, overrides: tuple[str, ...], run_id: str,
-          out_dir: str | None, timeout_s: float, keys_dir: str | None) -> None:
+def actor(address: str | None, learner_file: str | None, actor_id: int, config_path: str,
+          overrides: tuple[str, ...], run_id: str, out_dir: str | None, timeout_s: float,
+          keys_dir: str | None) -> None:
     """Run one actor: step E envs, send rollouts, apply new weights; exit 0 when the learner says stop."""
     from actor.worker import LearnerGone, run_actor
     from common.security import client_security, is_loopback, parse_tcp
     from launch.dist import actor_logger
 
-    if not address.startswith(("tcp://", "ipc://")):
-        raise InputError(f"--learner {address!r}: expected tcp://HOST:PORT")
-    if address.startswith("tcp://"):
-        parse_tcp(address, "--learner")
+    if (address is None) == (learner_file is None):
+        raise InputError("give the learner's control endpoint with --learner tcp://HOST:PORT")
+    if address is not None:
+        if not address.startswith(("tcp://", "ipc://")):
+            raise InputError(f"--learner {address!r}: expected tcp://HOST:PORT")
+        if address.startswith("tcp://"):
+            parse_tcp(address, "--learner")
     security = client_security(keys_dir, actor_id)
     cfg = load_config(config_path, list(overrides))
     if not 0 <= actor_id < cfg.dist.actors:
         raise InputError(f"--id {actor_id}: expected 0..{cfg.dist.actors - 1} (dist.actors = {cfg.dist.actors})")
     log = actor_logger(out_dir, actor_id)
-    if security.secret is None and address.startswith("tcp://") and not is_loopback(parse_tcp(address)[0]):
+    if address is not None and security.secret is None and address.startswith("tcp://") \
+            and not is_loopback(parse_tcp(address)[0]):
         log.warning("connecting to %s without CURVE keys (--keys): the link is not encrypted", address)
+    learner = address if address is not None else _endpoint_from(Path(learner_file), max(timeout_s, 120.0))
     try:
-        code = run_actor(cfg, address, actor_id, run_id, log, timeout_s=timeout_s, security=security)
+        code = run_actor(cfg, learner, actor_id, run_id, log, timeout_s=timeout_s, security=security)
     except LearnerGone as exc:
         log.error("%s", exc)
         click.echo(f"error: actor {actor_id}: {exc}", err=True)
         sys.exit(3)
     sys.exit(code)
+
+
+def _endpoint_from(path: Path, timeout_s: float) -> Callable[[], str]:
+    """A function that waits (up to `timeout_s`) for the learner's endpoints.json and returns its control
+    endpoint: an actor started with the learner sets itself up while the learner starts."""
+    from actor.worker import LearnerGone
+
+    def wait() -> str:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return str(json.loads(path.read_text())["control"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass
+            if time.monotonic() > deadline:
+                raise LearnerGone(f"no learner endpoints in {path} after {timeout_s:.0f} s")
+            time.sleep(0.05)
+
+    return wait
 
 
 def _bind_overrides(bind: str) -> list[str]:

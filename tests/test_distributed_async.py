@@ -25,6 +25,7 @@ from actor.envs import make_vec_env
 from actor.policy import ActingPolicy
 from actor.rollout import RolloutCollector
 from actor.sampler import action_sampler
+from common import wire
 from common.config import load_config
 from common.nets import build_model, weight_arrays
 from launch.dist import build_learner
@@ -201,5 +202,62 @@ def test_actor_fetches_weights_when_the_broadcast_fell_behind(tmp_path):
     finally:
         link.close()
         control.close()
+        ctx.term()
+        service.close()
+
+
+def test_credits_on_a_live_learner(tmp_path, monkeypatch):
+    """Async flow control through the real control socket: a credit request from a connection holding no
+    actor id is dropped; actor 0's first is granted at the current version; its next only once its rollout
+    has come in and been taken into an update (one window outstanding per actor)."""
+    monkeypatch.setattr("learner.credits.LAPSE_S", 1e9)  # a rollout that has not come in is never given up on
+    cfg = load_config("configs/ia2c.toml", ["dist.mode=async", "dist.actors=1"])
+    service = build_learner(cfg, tmp_path, "credit-run", free_ports=True)
+    ctx = zmq.Context()
+    stranger, dealer, push = ctx.socket(zmq.DEALER), ctx.socket(zmq.DEALER), ctx.socket(zmq.PUSH)
+
+    def send(sock, kind, meta):
+        sock.send_multipart(wire.encode(wire.Message(type=kind, run_id="credit-run", sender="actor-0", meta=meta)))
+
+    def reply(sock, kind, wait_s=10.0):
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            service.poll(20)
+            while sock.poll(0):
+                msg = wire.decode(wire.recv(sock), expected_run_id="credit-run")
+                if msg.type == kind:
+                    return msg
+        return None
+
+    try:
+        for sock in (stranger, dealer, push):
+            sock.setsockopt(zmq.LINGER, 0)
+        stranger.connect(service.endpoints["control"])
+        dealer.connect(service.endpoints["control"])
+        push.connect(service.endpoints["rollout"])
+        send(stranger, wire.CREDIT, {"after": -1})
+        deadline = time.monotonic() + 10
+        while not service.dropped and time.monotonic() < deadline:
+            service.poll(20)
+        assert service.dropped == {"bad_actor": 1}
+        send(dealer, wire.HELLO, {"actor": 0, "envs": 1})
+        assert reply(dealer, wire.HELLO) is not None
+        send(dealer, wire.CREDIT, {"after": -1})
+        assert reply(dealer, wire.CREDIT).weight_version == 0
+        send(dealer, wire.CREDIT, {"after": 0})       # the rollout it follows has not come in: no grant yet
+        assert reply(dealer, wire.CREDIT, 1.0) is None
+        push.send_multipart(forged_rollout(service.spec, "credit-run", 0, seq=0))
+        deadline = time.monotonic() + 10
+        while not service.intake.queue and time.monotonic() < deadline:
+            service.poll(20)
+        assert reply(dealer, wire.CREDIT, 1.0) is None  # queued: its window is not used yet
+        with service.core:
+            service._step()                            # the update takes it; the next window is granted
+        assert service.version == 1
+        assert reply(dealer, wire.CREDIT).weight_version == 0  # granted as the update began
+        assert not service.dropped.keys() - {"bad_actor"} and stranger.poll(0) == 0
+    finally:
+        for sock in (stranger, dealer, push):
+            sock.close()
         ctx.term()
         service.close()
