@@ -2,8 +2,16 @@
 
 `run_distributed` starts ``python -m launch learner`` and ``python -m launch actor`` as child processes on
 free loopback ports (the learner picks them and writes RUN/endpoints.json), restarts an actor that dies
-(logging its exit code or signal and last log lines), and stops every child when the learner ends, fails,
-or the user presses Ctrl-C. Each service logs to RUN/logs/<service>.log (its raw stderr to .out).
+(logging its exit code or signal and last log lines) or hangs (alive, but the learner has heard nothing from
+it, no rollout and no heartbeat, for dist.actor_hang_s: RUN/liveness.json, written by the learner), and stops
+every child when the learner ends, fails, or the user presses Ctrl-C. Each service logs to
+RUN/logs/<service>.log (its raw stderr to .out).
+
+In async mode it starts at most as many actors as there are CPU cores together with the learner (they set
+up while it starts, and wait for its endpoints) and the rest once the learner has made its first update (or
+after START_WAVE_WAIT_S): actors starting together share the cores, so starting all of them at once delays
+every one of them, and the first update with them. In sync mode, where every update needs every actor, all
+start at once, after `python -m actor.warm` has filled the kernel cache.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from common.config import Config
 from common.logs import setup_logging
 
 MAX_RESTARTS = 5
+START_WAVE_WAIT_S = 30.0  # async: the other actors start after the first update, or after this long
+LIVENESS_STALE_S = 10.0   # a liveness file older than this says nothing about the actors (the learner is busy)
 
 
 class TrainingFailed(RuntimeError):
@@ -98,6 +108,7 @@ class _Children:
         self.logs, self.log = logs, log
         self.procs: list[subprocess.Popen] = []
         self.actors: dict[int, subprocess.Popen] = {}
+        self.started_at: dict[int, float] = {}  # actor -> time.time() of its (re)start
         self.restarts: dict[int, int] = {}
         self._env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
@@ -110,7 +121,15 @@ class _Children:
 
     def start_actor(self, k: int, args: list[str]) -> None:
         self.actors[k] = self.spawn(f"actor-{k}", args)
+        self.started_at[k] = time.time()
         self.log.info("actor %d started (pid %d)", k, self.actors[k].pid)
+
+    def _restart(self, k: int, actor_args: Callable[[int], list[str]]) -> None:
+        self.restarts[k] = self.restarts.get(k, 0) + 1
+        if self.restarts[k] > MAX_RESTARTS:
+            raise TrainingFailed(f"actor {k} died or hung {self.restarts[k]} times; giving up")
+        self.start_actor(k, actor_args(k))
+        self.log.info("restarted actor %d (restart %d)", k, self.restarts[k])
 
     def restart_dead_actors(self, actor_args: Callable[[int], list[str]]) -> None:
         for k, p in list(self.actors.items()):
@@ -119,11 +138,37 @@ class _Children:
                 continue
             self.log.warning("actor %d (pid %d) died with %s; last lines of its log:\n%s", k, p.pid, _describe(rc),
                              _tail(self.logs / f"actor-{k}.log"))
-            self.restarts[k] = self.restarts.get(k, 0) + 1
-            if self.restarts[k] > MAX_RESTARTS:
-                raise TrainingFailed(f"actor {k} died {self.restarts[k]} times; giving up")
-            self.start_actor(k, actor_args(k))
-            self.log.info("restarted actor %d (restart %d)", k, self.restarts[k])
+            self._restart(k, actor_args)
+
+    def restart_hung_actors(self, liveness: dict[str, Any] | None, hang_s: float, start_s: float,
+                            actor_args: Callable[[int], list[str]]) -> None:
+        """Kill and restart every live actor the learner has not heard from (no rollout, no heartbeat) for
+        `hang_s` seconds; one not heard since it (re)started gets `start_s` at least. `liveness` is the
+        learner's RUN/liveness.json; without a fresh one nothing is judged (a busy learner hears no one)."""
+        if hang_s <= 0 or liveness is None:
+            return
+        written = liveness.get("time")
+        heard = liveness.get("heard")
+        if not isinstance(written, int | float) or not isinstance(heard, dict) \
+                or time.time() - written > LIVENESS_STALE_S:
+            return
+        for k, p in list(self.actors.items()):
+            if p.poll() is not None:
+                continue
+            started = self.started_at[k]
+            last = heard.get(str(k))
+            if isinstance(last, int | float) and last >= started:
+                silent, limit = written - last, hang_s
+            else:
+                silent, limit = written - started, max(hang_s, start_s)
+            if silent <= limit:
+                continue
+            self.log.warning("actor %d (pid %d) is hung: the learner has heard nothing from it (no rollout, no "
+                             "heartbeat) for %.0f s (dist.actor_hang_s = %g); killing and restarting it; last "
+                             "lines of its log:\n%s", k, p.pid, silent, hang_s, _tail(self.logs / f"actor-{k}.log"))
+            p.kill()
+            p.wait()
+            self._restart(k, actor_args)
 
     def wait_actors(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -134,6 +179,15 @@ class _Children:
         _stop(self.procs)
         for k, p in sorted(self.actors.items()):
             self.log.info("actor %d (pid %d) ended with %s", k, p.pid, _describe(p.returncode))
+
+
+def _read_liveness(path: Path) -> dict[str, Any] | None:
+    """The learner's RUN/liveness.json, or None when it is missing or half-written."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _wait_for_endpoints(learner: subprocess.Popen, endpoints: Path, logs: Path, timeout_s: float) -> str:
@@ -185,31 +239,63 @@ def run_distributed(cfg: Config, out_dir: str | Path, echo: bool = False, actor_
     run_id = f"{out.name or 'run'}-{secrets.token_hex(4)}"
     endpoints = out / "endpoints.json"
     endpoints.unlink(missing_ok=True)
+    liveness_path = out / "liveness.json"
+    liveness_path.unlink(missing_ok=True)
     children = _Children(logs, log)
     try:
+        # async: the first wave sets up while the learner starts and waits for its endpoints; the kernels are
+        # compiled by those few actors themselves (the rest start after the first update, from the cache)
+        first_wave = cfg.dist.actors
+        if cfg.dist.mode == "async":
+            first_wave = min(cfg.dist.actors, max(1, os.cpu_count() or 1))
         learner = children.spawn("learner", ["learner", "-c", str(cfg_path), "--out", str(out), "--run-id", run_id,
-                                             "--free-ports", "--watch-parent"] + ["--resume"] * resume)
-        warm = _start_warm(cfg_path, logs)  # compiles the actors' kernels once while the learner starts
-        control = _wait_for_endpoints(learner, endpoints, logs, start_timeout_s)
-        _finish_warm(warm, log, start_timeout_s)
-        log.info("run %s: learner pid %d at %s; starting %d actors", run_id, learner.pid, control,
-                 cfg.dist.actors)
+                                             "--free-ports", "--watch-parent"] + ["--resume"] * resume
+                                 + ["--first-wave", str(first_wave)] * (first_wave < cfg.dist.actors))
+        control: str | None = None
 
         def actor_args(k: int) -> list[str]:
-            return ["actor", "--learner", control, "--id", str(k), "-c", str(cfg_path), "--run-id", run_id,
+            where = ["--learner", control] if control is not None else ["--learner-file", str(endpoints)]
+            return ["actor", *where, "--id", str(k), "-c", str(cfg_path), "--run-id", run_id,
                     "--out", str(out), "--timeout", str(actor_timeout_s)]
 
-        for k in range(cfg.dist.actors):
-            children.start_actor(k, actor_args(k))
+        if cfg.dist.mode == "async":
+            for k in range(first_wave):
+                children.start_actor(k, actor_args(k))
+            control = _wait_for_endpoints(learner, endpoints, logs, start_timeout_s)
+            log.info("run %s: learner pid %d at %s; %d of %d actors started", run_id, learner.pid, control,
+                     first_wave, cfg.dist.actors)
+        else:
+            warm = _start_warm(cfg_path, logs)  # compiles the actors' kernels once while the learner starts
+            control = _wait_for_endpoints(learner, endpoints, logs, start_timeout_s)
+            _finish_warm(warm, log, start_timeout_s)
+            log.info("run %s: learner pid %d at %s; starting %d actors", run_id, learner.pid, control,
+                     cfg.dist.actors)
+            for k in range(first_wave):
+                children.start_actor(k, actor_args(k))
+        waiting = list(range(first_wave, cfg.dist.actors))
+        wave_deadline = time.monotonic() + START_WAVE_WAIT_S
         tail = MetricsTail(out / "metrics.csv")
 
         def feed() -> None:
             for row in tail.read() if progress is not None else ():
                 progress(row)
 
+        next_check = 0.0
         while (rc := learner.poll()) is None:
             feed()
             children.restart_dead_actors(actor_args)
+            if time.monotonic() >= next_check:  # the learner rewrites liveness.json about every second
+                next_check = time.monotonic() + 1.0
+                liveness = _read_liveness(liveness_path)
+                children.restart_hung_actors(liveness, cfg.dist.actor_hang_s, start_timeout_s, actor_args)
+                updated = liveness is not None and isinstance(liveness.get("version"), int) \
+                    and liveness["version"] >= 1
+                if waiting and (updated or time.monotonic() > wave_deadline):
+                    log.info("starting actors %d..%d (%s)", waiting[0], waiting[-1],
+                             "the learner has updated" if updated else f"{START_WAVE_WAIT_S:.0f} s have passed")
+                    for k in waiting:
+                        children.start_actor(k, actor_args(k))
+                    waiting = []
             time.sleep(0.1)
         if rc != 0:
             raise TrainingFailed(f"learner failed with {_describe(rc)}; last lines of its log:\n"
@@ -225,6 +311,7 @@ def run_distributed(cfg: Config, out_dir: str | Path, echo: bool = False, actor_
     finally:
         children.stop()
         endpoints.unlink(missing_ok=True)
+        liveness_path.unlink(missing_ok=True)
 
 
 def actor_logger(out_dir: str | None, actor_id: int) -> logging.Logger:

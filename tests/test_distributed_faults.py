@@ -135,6 +135,50 @@ def test_kill_9_of_an_actor_is_survived_and_the_run_is_unchanged(tmp_path, no_or
     assert_same_params(tmp_path / "local" / "checkpoints" / "latest.pt", run / "checkpoints" / "latest.pt")
 
 
+def test_a_hung_actor_is_restarted_and_the_run_is_unchanged(tmp_path, no_orphans):
+    """An actor frozen by SIGSTOP (alive, but silent: no rollout, no heartbeat) is killed and restarted by the
+    supervisor after dist.actor_hang_s; the sync run then finishes exactly as if nothing had happened."""
+    updates = 40
+    run = tmp_path / "run"
+    result: dict = {}
+    errors: list[BaseException] = []
+
+    def supervise() -> None:
+        try:
+            result.update(run_distributed(_cfg(updates, "train.log_every=1", "dist.actor_hang_s=3"), run,
+                                          actor_timeout_s=30))
+        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=supervise, daemon=True)
+    thread.start()
+    victim = None
+    try:
+        _wait_for(lambda: len(_rows(run)) >= 3 or not thread.is_alive(), 90, "three updates")
+        assert thread.is_alive() and len(_rows(run)) < updates, "the run ended before the freeze"
+        victim = _actor_pids(run)[1][0]
+        os.kill(victim, signal.SIGSTOP)
+        thread.join(120)
+        assert not thread.is_alive() and not errors, errors
+    finally:
+        if victim is not None and alive(victim):
+            os.kill(victim, signal.SIGCONT)
+        if thread.is_alive():
+            kill_all(p for pids in _actor_pids(run).values() for p in pids)
+            thread.join(10)
+    assert result["updates"] == updates
+    pids = _actor_pids(run)
+    assert len(pids[1]) == 2 and len(pids[0]) == 1  # actor 1 restarted once, actor 0 untouched
+    supervisor = (run / "logs" / "supervisor.log").read_text()
+    assert re.search(rf"actor 1 \(pid {victim}\) is hung: the learner has heard nothing from it \(no rollout, no "
+                     rf"heartbeat\) for \d+ s \(dist.actor_hang_s = 3\); killing and restarting it", supervisor)
+    assert "restarted actor 1" in supervisor and not (run / "liveness.json").exists()
+    local = load_config("configs/powernet.toml", ["train.n_steps=20", "train.seed=5", "train.num_envs=2",
+                                                      "train.env_groups=2", f"train.steps={updates * PER_UPDATE}"])
+    train_local(local, tmp_path / "local")
+    assert_same_params(tmp_path / "local" / "checkpoints" / "latest.pt", run / "checkpoints" / "latest.pt")
+
+
 SUPERVISOR = """
 import sys
 from common.config import load_config
