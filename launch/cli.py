@@ -37,6 +37,7 @@ BENCH_COMMANDS: dict[str, str] = {
     "actors": "launch.bench_actors:bench_actors",
     "sim": "launch.bench_sim:bench_sim",
     "learner": "launch.train_cmd:bench_learner",
+    "scale": "launch.bench_scale:bench_scale",
     "system": "launch.bench_system:bench_system",
 }
 
