@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import InputError
-from common.tomlfile import read_toml
+from common.tomlfile import named_toml, read_toml
 
 SCENARIOS_DIR = Path(__file__).resolve().parent.parent / "configs" / "scenarios"
 DEFAULT_SCENARIO = "classic"
@@ -72,17 +72,7 @@ def available_scenarios() -> list[str]:
 
 def scenario_path(name_or_path: str | Path) -> Path:
     """A shipped scenario's file by name, or a user's file by path; an unknown name names the choices."""
-    text = str(name_or_path)
-    if text.endswith(".toml") or "/" in text:
-        path = Path(text)
-        if not path.is_file():
-            raise InputError(f"scenario file not found: {path}")
-        return path
-    path = SCENARIOS_DIR / f"{text}.toml"
-    if not path.is_file():
-        raise InputError(f"unknown scenario {text!r}; choose one of {', '.join(available_scenarios())} "
-                         "or give a .toml path")
-    return path
+    return named_toml(SCENARIOS_DIR, name_or_path, "scenario")
 
 
 def load_scenario(name_or_path: str | Path | Scenario | None = None) -> Scenario:

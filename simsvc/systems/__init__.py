@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import InputError
-from common.tomlfile import read_toml
+from common.tomlfile import named_toml, read_toml
 
 SYSTEMS_DIR = Path(__file__).resolve().parent
 DG_MODELS = ("reduced", "full")
@@ -103,17 +103,7 @@ def available_systems() -> list[str]:
 
 def resolve_system_path(name_or_path: str | Path) -> Path:
     """A shipped system's name, or a path to a user's own TOML file."""
-    text = str(name_or_path)
-    if text.endswith(".toml") or "/" in text:
-        path = Path(text)
-        if not path.is_file():
-            raise InputError(f"system file not found: {path}")
-        return path
-    path = SYSTEMS_DIR / f"{text}.toml"
-    if not path.is_file():
-        choices = ", ".join(available_systems())
-        raise InputError(f"unknown system '{text}'; choose one of {choices} or give a .toml path")
-    return path
+    return named_toml(SYSTEMS_DIR, name_or_path, "system")
 
 
 class _Reader:
