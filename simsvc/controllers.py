@@ -72,13 +72,26 @@ class CooperativeVoltageControl:
         self.n_q = system.dg_params[:, DG_COL["n_q"]]
 
     def setpoints(self, meas: Measurements, vn_v: np.ndarray) -> np.ndarray:
-        s, v_pu = self.system, meas.v_pu
+        s, v_pu = self.system, self._heard(meas.v_pu, self.v_ref_pu)
         error = v_pu @ self.laplacian.T + self.pin * (v_pu - self.v_ref_pu)
         if self.sharing_gain_dt > 0.0:
-            droop_pu = self.n_q * meas.q_var / s.v_nom_v
+            droop_pu = self._heard(self.n_q * meas.q_var, 0.0) / s.v_nom_v
             error = error + (self.sharing_gain_dt / self.gain_dt) * (droop_pu @ self.laplacian.T)
         vn_pu = vn_v / s.v_nom_v - self.gain_dt * error
         return np.clip(vn_pu * s.v_nom_v, s.setpoint_min_v, s.setpoint_max_v)
+
+    def _heard(self, x: np.ndarray, default: float) -> np.ndarray:
+        """x [E, N] with a failed sensor's reading (NaN, docs/scenarios.md) replaced by the mean of what the
+        DG's neighbours with working sensors send it, or by `default` (the reference: no correction) when none
+        of its neighbours measures either."""
+        bad = np.isnan(x)
+        if not bad.any():
+            return x
+        adjacency = self.system.agent_adjacency.astype(np.float64)
+        count = (~bad).astype(np.float64) @ adjacency.T
+        sums = np.where(bad, 0.0, x) @ adjacency.T
+        heard = np.where(count > 0, sums / np.maximum(count, 1.0), default)
+        return np.where(bad, heard, x)
 
 
 class RandomSetpoints:
@@ -118,6 +131,7 @@ class LocalDroopInversion:
     def setpoints(self, meas: Measurements, vn_v: np.ndarray) -> np.ndarray:
         s = self.system
         wanted = s.v_nom_v + self.n_q * meas.q_var
+        wanted = np.where(np.isnan(wanted), vn_v, wanted)  # a failed sensor (NaN): the DG holds its set-point
         if self.snap:
             return self.choices[nearest_action(s, wanted)]
         return np.clip(wanted, s.setpoint_min_v, s.setpoint_max_v)

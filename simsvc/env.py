@@ -36,6 +36,8 @@ LOAD_FACTOR_RANGE = (0.8, 1.2)  # the `classic` scenario's values (configs/scena
 LOAD_WALK_STEP = 0.05
 LOAD_FACTOR_CLIP = (0.5, 1.5)
 NOISE_STREAM = 1  # spawn key of the measurement-noise generator, apart from the load generator of a seed
+FAULT_STREAM = 2  # spawn key of the generator that picks the DGs whose sensors fail in an episode
+FAULT_FILL = 0.0  # what a failed sensor's DG observes in every normalised channel (docs/scenarios.md)
 
 
 class VecMicrogridEnv:
@@ -93,6 +95,8 @@ class VecMicrogridEnv:
         self._meas_hist: list[Measurements | None] = [None] * self.delay
         self._measured: Measurements | None = None
         self._first_seeds: np.ndarray | None = None
+        self.n_faults = sc.fault_count(s.n_dg)
+        self.sensor_fault = np.zeros((num_envs, s.n_dg), dtype=np.bool_)  # DGs without a measurement this episode
 
         self._base_seed = 0
         self._episode_index = np.zeros(num_envs, dtype=np.int64)
@@ -141,6 +145,8 @@ class VecMicrogridEnv:
             self.episode_seed[e] = seed
             self._rngs[e] = np.random.default_rng(seed)
             self._noise_rngs[e] = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(NOISE_STREAM,)))
+            if self.n_faults:
+                self.sensor_fault[e] = fault_set(seed, s.n_dg, self.n_faults)
         sc = self.scenario
         factors = np.ones((len(envs), 2, s.n_load))  # R, L
         self._step_at[envs] = -1
@@ -265,6 +271,8 @@ class VecMicrogridEnv:
             "diverged": diverged, "episode_return": self._return.copy(), "episode_seed": self.episode_seed.copy(),
             "step": self._t.copy(), "load_factor": grid.load_factor.copy(), **extra,
         }
+        if self.n_faults:
+            info["sensor_fault"] = self.sensor_fault.copy()
         sc = self.scenario
         if sc.independent_rl:
             info["load_factor_rl"] = self._rl.copy()
@@ -347,12 +355,26 @@ class VecMicrogridEnv:
             out, meas = obs.copy(), self._delay(obs, meas, rows)
             out[rows] = self._delivered_obs[rows]
             obs = out
+        if self.n_faults:
+            obs, meas = self._faulted(obs, meas, rows)
         if self._measured is None or envs is None:
             self._measured = _copy_measurements(meas)  # info of the step shares meas's arrays: keep them apart
         else:
             for f in dataclasses.fields(Measurements):
                 getattr(self._measured, f.name)[rows] = getattr(meas, f.name)[rows]
         return obs
+
+    def _faulted(self, obs: np.ndarray, meas: Measurements, rows: np.ndarray) -> tuple[np.ndarray, Measurements]:
+        """The observation and measurement of `rows` with the failed sensors of this episode: a failed DG
+        observes FAULT_FILL in every channel and its measurement reads NaN (no reading) in every field."""
+        mask = np.zeros_like(self.sensor_fault)
+        mask[rows] = self.sensor_fault[rows]
+        obs = obs.copy()
+        obs[mask] = FAULT_FILL
+        meas = _copy_measurements(meas)
+        for f in dataclasses.fields(Measurements):
+            getattr(meas, f.name)[mask] = np.nan
+        return obs, meas
 
     def _delay(self, obs: np.ndarray, meas: Measurements, rows: np.ndarray) -> Measurements:
         """Push the fresh observation and measurement of `rows` into the delay queues and take out the oldest
@@ -450,6 +472,16 @@ def load_bus_voltages_pu(grid: GridBatch) -> np.ndarray:
     """The voltage magnitude of every load's bus now, p.u. of V_nom, [E, n_load]."""
     vb = grid.bus_voltages_dq()[:, grid.system.load_bus, :]
     return np.hypot(vb[..., 0], vb[..., 1]) / grid.system.v_nom_v
+
+
+def fault_set(seed: int, n_dg: int, n_faults: int) -> np.ndarray:
+    """[n_dg] booleans: the DGs whose sensors fail in the episode of `seed`, n_faults of them drawn without
+    replacement from the seed's own fault stream (apart from the load and noise streams, so a seed's loads
+    and noise are those of the same scenario without faults)."""
+    rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(FAULT_STREAM,)))
+    out = np.zeros(n_dg, dtype=np.bool_)
+    out[rng.choice(n_dg, size=n_faults, replace=False)] = True
+    return out
 
 
 def _copy_measurements(meas: Measurements) -> Measurements:

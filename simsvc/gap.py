@@ -32,15 +32,22 @@ Controller = Any  # anything with setpoints(meas, vn_v [E, N]) -> [E, N]
 class LocalRule:
     """The fitted local rule: V_n,i = V_nom + g_i·n_Q,i·Q_i + o_i from the DG's own measured Q, snapped to the
     agents' set-points. g = 1, o = 0 is the `local` rule. `gain` and `offset_v` are [N] or [E, N] (one
-    candidate per env while fitting)."""
+    candidate per env while fitting). A DG whose sensor has failed (its Q reads NaN) cannot run the rule: it
+    holds `fallback_v` ([N] or [E, N], fitted where the scenario has sensor faults), or, without one, its
+    current set-point, as the `local` rule does."""
 
-    def __init__(self, system: System, gain: np.ndarray, offset_v: np.ndarray):
+    def __init__(self, system: System, gain: np.ndarray, offset_v: np.ndarray, fallback_v: np.ndarray | None = None):
         self.system, self.gain, self.offset_v = system, np.asarray(gain, float), np.asarray(offset_v, float)
+        self.fallback_v = None if fallback_v is None else np.asarray(fallback_v, float)
         self.n_q = system.dg_params[:, DG_COL["n_q"]]
         self.choices = setpoint_choices(system)
 
     def setpoints(self, meas: Any, vn_v: np.ndarray) -> np.ndarray:
         wanted = self.system.v_nom_v + self.gain * self.n_q * meas.q_var + self.offset_v
+        failed = np.isnan(wanted)
+        if failed.any():
+            held = vn_v if self.fallback_v is None else np.broadcast_to(self.fallback_v, vn_v.shape)
+            wanted = np.where(failed, held, wanted)
         return self.choices[nearest_action(self.system, wanted)]
 
 
@@ -131,28 +138,35 @@ def fit_per_dg(system: System, scenario: Scenario, seeds: Sequence[int], sweeps:
     return {"setpoints_v": [float(v) for v in choices[actions]], "train_return": train_return, "sweeps": ran}
 
 
-def fit_local_rule(system: System, scenario: Scenario, seeds: Sequence[int], sweeps: int = FIT_SWEEPS
-                   ) -> dict[str, Any]:
+def fit_local_rule(system: System, scenario: Scenario, seeds: Sequence[int], sweeps: int = FIT_SWEEPS,
+                   fallback_start_v: Sequence[float] | None = None) -> dict[str, Any]:
     """The local rule's gain and offset per DG for the scenario, by coordinate search from the `local` rule
     (g = 1, o = 0): per DG, the offset over LOCAL_OFFSETS_V, then the gain over LOCAL_GAINS, FIT_SWEEPS sweeps,
-    by mean return on `seeds`."""
+    by mean return on `seeds`. With sensor faults, per DG also the set-point it holds while its sensor is
+    failed, over the agents' set-points, from `fallback_start_v` (the fitted per-DG constants) or V_nom."""
     n = system.n_dg
     gain, offset = np.ones(n), np.zeros(n)
+    choices = setpoint_choices(system)
+    faults = scenario.fault_count(n) > 0
+    start = np.full(n, system.v_nom_v) if fallback_start_v is None else np.asarray(fallback_start_v, float)
+    fallback = choices[nearest_action(system, start)]
+    parts = [("offset", LOCAL_OFFSETS_V, offset), ("gain", LOCAL_GAINS, gain)]
+    if faults:
+        parts.append(("fallback", choices, fallback))
 
     def candidates_score(i: int, values: np.ndarray, which: str) -> np.ndarray:
-        g = np.repeat(gain[None], len(values), axis=0)
-        o = np.repeat(offset[None], len(values), axis=0)
-        (g if which == "gain" else o)[:, i] = values
-        params = np.stack([g, o], axis=1)  # [C, 2, N]
-        return _scorer(system, scenario, seeds, lambda p: LocalRule(system, p[:, 0], p[:, 1]))(params)
+        g, o, f = (np.repeat(x[None], len(values), axis=0) for x in (gain, offset, fallback))
+        {"gain": g, "offset": o, "fallback": f}[which][:, i] = values
+        params = np.stack([g, o, f], axis=1)  # [C, 3, N]
+        return _scorer(system, scenario, seeds,
+                       lambda p: LocalRule(system, p[:, 0], p[:, 1], p[:, 2] if faults else None))(params)
 
     best = -np.inf
     for _ in range(sweeps):
         changed = False
         for i in range(n):
-            for which, grid in (("offset", LOCAL_OFFSETS_V), ("gain", LOCAL_GAINS)):
+            for which, grid, target in parts:
                 scores = candidates_score(i, grid, which)
-                target = gain if which == "gain" else offset
                 current = int(np.argmin(np.abs(grid - target[i])))
                 pick = int(np.argmax(scores))
                 if scores[pick] > scores[current] + 1e-12:
@@ -160,7 +174,10 @@ def fit_local_rule(system: System, scenario: Scenario, seeds: Sequence[int], swe
                 best = float(scores[pick]) if scores[pick] > scores[current] + 1e-12 else float(scores[current])
         if not changed:
             break
-    return {"gain": gain.tolist(), "offset_v": offset.tolist(), "train_return": best}
+    out = {"gain": gain.tolist(), "offset_v": offset.tolist(), "train_return": best}
+    if faults:
+        out["fallback_v"] = fallback.tolist()
+    return out
 
 
 def gap_controller(name: str, system: System, fitted: dict[str, Any]) -> Callable[[VecMicrogridEnv], Controller]:
@@ -168,8 +185,9 @@ def gap_controller(name: str, system: System, fitted: dict[str, Any]) -> Callabl
     if name == "per-dg-fit":
         return lambda env: FixedSetpoints(np.asarray(fitted["per-dg-fit"]["setpoints_v"]))
     if name == "local-fit":
-        return lambda env: LocalRule(system, np.asarray(fitted["local-fit"]["gain"]),
-                                     np.asarray(fitted["local-fit"]["offset_v"]))
+        rule = fitted["local-fit"]
+        fallback = np.asarray(rule["fallback_v"]) if "fallback_v" in rule else None
+        return lambda env: LocalRule(system, np.asarray(rule["gain"]), np.asarray(rule["offset_v"]), fallback)
     if name == "oracle":
         return MeasuredStateOracle
     return lambda env: make_controller(name, system, 0, grid=env.grid, scenario=env.scenario)
@@ -198,7 +216,8 @@ def measure_gap(system: System, scenario: Scenario, eval_seeds: Sequence[int], t
         say(f"  per-dg-fit fitted in {time.monotonic() - t0:.0f} s: {fitted['per-dg-fit']['setpoints_v']}")
     if "local-fit" in controllers:
         t0 = time.monotonic()
-        fitted["local-fit"] = fit_local_rule(system, scenario, train_seeds, fit_sweeps)
+        start = fitted["per-dg-fit"]["setpoints_v"] if "per-dg-fit" in fitted else None
+        fitted["local-fit"] = fit_local_rule(system, scenario, train_seeds, fit_sweeps, start)
         say(f"  local-fit fitted in {time.monotonic() - t0:.0f} s: gain {fitted['local-fit']['gain']}, "
             f"offset {fitted['local-fit']['offset_v']} V")
     rows: dict[str, Any] = {}

@@ -3,9 +3,10 @@
 A scenario is one TOML file, `configs/scenarios/NAME.toml` (or any file given by its path): the load draws at
 reset (range, one factor for R and L or one each), the per-step load walk (size, bounds, whether evaluation
 keeps it), an optional step change of the loads, what the DGs' measurements suffer (noise, delay in control
-steps) and the reward's extra terms and weights. `env.scenario` selects one; `classic`, the environment as it
-always was, is the default. Reading a file checks every key and reports the first problem as one line naming
-the file and the key. This module needs NumPy-free stdlib only, so the learner's bounds can read it.
+steps, sensors that fail for a whole episode) and the reward's extra terms and weights. `env.scenario`
+selects one; `classic`, the environment as it always was, is the default. Reading a file checks every key
+and reports the first problem as one line naming the file and the key. This module needs NumPy-free stdlib
+only, so the learner's bounds can read it.
 """
 
 from __future__ import annotations
@@ -48,6 +49,15 @@ class Scenario:
     sharing_weight: float = 0.0
     loadbus_weight: float = 0.0
     loadbus_nearest: int = 1
+    # [sensor_fault]: this share of the DGs (rounded, drawn per episode) has no measurement all episode
+    fault_share: float = 0.0
+
+    def fault_count(self, n_dg: int) -> int:
+        """How many of n_dg DGs lose their measurement in an episode: the share rounded half up, at least one
+        when the share is above zero, at most n_dg."""
+        if self.fault_share <= 0.0:
+            return 0
+        return min(n_dg, max(1, math.floor(self.fault_share * n_dg + 0.5)))
 
     @property
     def is_classic(self) -> bool:
@@ -85,7 +95,7 @@ def load_scenario(name_or_path: str | Path | Scenario | None = None) -> Scenario
 
 _SECTIONS = {"loads": {"factor_range", "independent_rl"}, "walk": {"step", "bounds", "in_evaluation"},
              "load_step": {"window", "size"}, "measurement": {"noise_rel", "delay_steps"},
-             "reward": {"sharing_weight", "loadbus_weight", "loadbus_nearest"}}
+             "reward": {"sharing_weight", "loadbus_weight", "loadbus_nearest"}, "sensor_fault": {"share"}}
 
 
 class _Reader:
@@ -153,6 +163,7 @@ def parse_scenario(doc: dict[str, Any], where: str = "scenario", name: str = "sc
                     raise rd.fail(f"{key}.{sub}", f"unknown key (known: {', '.join(sorted(_SECTIONS[key]))})")
     loads, walk = doc.get("loads", {}), doc.get("walk", {})
     step, meas, reward = doc.get("load_step"), doc.get("measurement", {}), doc.get("reward", {})
+    fault = doc.get("sensor_fault", {})
     d = Scenario()
     values: dict[str, Any] = {
         "name": name, "description": doc.get("description", ""),
@@ -166,7 +177,10 @@ def parse_scenario(doc: dict[str, Any], where: str = "scenario", name: str = "sc
         "sharing_weight": rd.number(reward, "reward", "sharing_weight", d.sharing_weight),
         "loadbus_weight": rd.number(reward, "reward", "loadbus_weight", d.loadbus_weight),
         "loadbus_nearest": rd.integer(reward, "reward", "loadbus_nearest", d.loadbus_nearest, low=1),
+        "fault_share": rd.number(fault, "sensor_fault", "share", d.fault_share),
     }
+    if values["fault_share"] > 1.0:
+        raise rd.fail("sensor_fault.share", f"must be <= 1 (a share of the DGs), got {values['fault_share']!r}")
     lo, hi = values["walk_bounds"]
     if not (lo <= values["factor_range"][0] and values["factor_range"][1] <= hi):
         raise rd.fail("loads.factor_range", f"must lie within walk.bounds {list(values['walk_bounds'])}")
