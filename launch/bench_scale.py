@@ -61,31 +61,38 @@ def _timed(fn: Callable[[], Any], rounds: int, budget_s: float = 0.3) -> tuple[f
     return float(np.min(per_call)), float(np.median(per_call))
 
 
+def _physics_ms(system, n_envs: int, rounds: int, budget_s: float, **grid_options) -> tuple[float, float]:
+    """(min, median) CPU ms of one control step of `n_envs` envs from a warmed-up grid: new load factors, the
+    RK4 steps, the measurement. `grid_options` pick the solver and flow (`GridBatch`)."""
+    from simsvc.simulator import GridBatch
+
+    grid = GridBatch(system, n_envs, **grid_options)
+    steps = grid.steps_for(system.control_dt_s)
+    grid.advance(grid.steps_for(system.warmup_s))
+    factors = np.random.default_rng(0).uniform(0.9, 1.1, (16, n_envs, system.n_load))
+    k = [0]
+
+    def physics() -> None:
+        grid.set_load_factors(factors[k[0] % 16])
+        grid.advance(steps)
+        grid.measure()
+        k[0] += 1
+
+    return _timed(physics, rounds, budget_s)
+
+
 def _sim_cells(name: str, rounds: int, budget_s: float = 0.3) -> dict[str, float]:
     from simsvc.env import VecMicrogridEnv
-    from simsvc.simulator import GridBatch
     from simsvc.systems import load_system
 
     system = load_system(name)
     out: dict[str, float] = {}
     for n_envs in (1, 8):
-        grid = GridBatch(system, n_envs)
-        steps = grid.steps_for(system.control_dt_s)
-        grid.advance(grid.steps_for(system.warmup_s))
-        rng = np.random.default_rng(0)
-        factors = rng.uniform(0.9, 1.1, (16, n_envs, system.n_load))
-        k = [0]
-
-        def physics(grid=grid, steps=steps, factors=factors, k=k) -> None:
-            grid.set_load_factors(factors[k[0] % 16])
-            grid.advance(steps)
-            grid.measure()
-            k[0] += 1
-
-        out[f"sim_ms_e{n_envs}"], out[f"sim_med_ms_e{n_envs}"] = _timed(physics, rounds, budget_s)
+        out[f"sim_ms_e{n_envs}"], out[f"sim_med_ms_e{n_envs}"] = _physics_ms(system, n_envs, rounds, budget_s)
         env = VecMicrogridEnv(system, n_envs, disturbance="walk")
         env.reset(0)
-        actions = rng.integers(0, system.n_actions, (64, n_envs, system.n_dg))
+        actions = np.random.default_rng(0).integers(0, system.n_actions, (64, n_envs, system.n_dg))
+        k = [0]
 
         def env_step(env=env, actions=actions, k=k) -> None:
             env.step(actions[k[0] % 64])
@@ -93,19 +100,8 @@ def _sim_cells(name: str, rounds: int, budget_s: float = 0.3) -> dict[str, float
 
         out[f"env_ms_e{n_envs}"], out[f"env_med_ms_e{n_envs}"] = _timed(env_step, rounds, budget_s)
     # the same physics with the dense solve and flow (docs/pgsim.md#sparse-network-solve), for comparison
-    grid = GridBatch(system, 1, solver="dense", flow="dense")
-    steps = grid.steps_for(system.control_dt_s)
-    grid.advance(grid.steps_for(system.warmup_s))
-    factors = np.random.default_rng(0).uniform(0.9, 1.1, (16, 1, system.n_load))
-    k = [0]
-
-    def dense(grid=grid, steps=steps, factors=factors, k=k) -> None:
-        grid.set_load_factors(factors[k[0] % 16])
-        grid.advance(steps)
-        grid.measure()
-        k[0] += 1
-
-    out["sim_dense_ms_e1"], out["sim_dense_med_ms_e1"] = _timed(dense, rounds, budget_s)
+    out["sim_dense_ms_e1"], out["sim_dense_med_ms_e1"] = _physics_ms(system, 1, rounds, budget_s,
+                                                                     solver="dense", flow="dense")
     return out
 
 
