@@ -25,6 +25,9 @@ from simsvc.systems import DG_COL, System, nearest_action, setpoint_choices
 GAP_CONTROLLERS = ("droop", "secondary", "local", "per-dg-fit", "local-fit", "oracle")
 LOCAL_OFFSETS_V = np.arange(-15.0, 15.01, 2.5)   # the fitted local rule's offset grid o_i (V)
 LOCAL_GAINS = np.array([0.5, 0.75, 1.0, 1.25, 1.5])  # ... and its gain grid g_i
+# with sensor faults: gain 0 (a constant set-point) and offsets over the whole set-point range as well
+FAULT_OFFSETS_V = np.arange(-15.0, 55.01, 2.5)
+FAULT_GAINS = np.array([0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5])
 FIT_SWEEPS = 2
 Controller = Any  # anything with setpoints(meas, vn_v [E, N]) -> [E, N]
 
@@ -142,29 +145,48 @@ def fit_local_rule(system: System, scenario: Scenario, seeds: Sequence[int], swe
                    fallback_start_v: Sequence[float] | None = None) -> dict[str, Any]:
     """The local rule's gain and offset per DG for the scenario, by coordinate search from the `local` rule
     (g = 1, o = 0): per DG, the offset over LOCAL_OFFSETS_V, then the gain over LOCAL_GAINS, FIT_SWEEPS sweeps,
-    by mean return on `seeds`. With sensor faults, per DG also the set-point it holds while its sensor is
-    failed, over the agents' set-points, from `fallback_start_v` (the fitted per-DG constants) or V_nom."""
+    by mean return on `seeds`.
+
+    With sensor faults the rule also has, per DG, the set-point it holds while its sensor is failed (over the
+    agents' set-points, from `fallback_start_v`, the fitted per-DG constants, or V_nom), and a wider family
+    (FAULT_GAINS, FAULT_OFFSETS_V: gain 0 makes a DG a constant, so the family holds the per-DG constants and
+    every mix of constants and local rules); the search then also starts from the per-DG constants, and the
+    better of the two fits on `seeds` is kept."""
     n = system.n_dg
-    gain, offset = np.ones(n), np.zeros(n)
     choices = setpoint_choices(system)
     faults = scenario.fault_count(n) > 0
     start = np.full(n, system.v_nom_v) if fallback_start_v is None else np.asarray(fallback_start_v, float)
-    fallback = choices[nearest_action(system, start)]
-    parts = [("offset", LOCAL_OFFSETS_V, offset), ("gain", LOCAL_GAINS, gain)]
-    if faults:
+    fallback0 = choices[nearest_action(system, start)]
+    offsets, gains = (FAULT_OFFSETS_V, FAULT_GAINS) if faults else (LOCAL_OFFSETS_V, LOCAL_GAINS)
+    starts = [(np.ones(n), np.zeros(n))]
+    if faults and fallback_start_v is not None:
+        starts.append((np.zeros(n), fallback0 - system.v_nom_v))
+    fits = [_search_local_rule(system, scenario, seeds, sweeps, g, o, fallback0.copy() if faults else None,
+                               offsets, gains) for g, o in starts]
+    return max(fits, key=lambda fit: fit["train_return"])
+
+
+def _search_local_rule(system: System, scenario: Scenario, seeds: Sequence[int], sweeps: int, gain: np.ndarray,
+                       offset: np.ndarray, fallback: np.ndarray | None, offsets: np.ndarray, gains: np.ndarray
+                       ) -> dict[str, Any]:
+    """Coordinate search of fit_local_rule from one start (gain, offset and, with faults, fallback [N])."""
+    choices = setpoint_choices(system)
+    parts = [("offset", offsets, offset), ("gain", gains, gain)]
+    if fallback is not None:
         parts.append(("fallback", choices, fallback))
+    held = np.zeros(system.n_dg) if fallback is None else fallback
 
     def candidates_score(i: int, values: np.ndarray, which: str) -> np.ndarray:
-        g, o, f = (np.repeat(x[None], len(values), axis=0) for x in (gain, offset, fallback))
+        g, o, f = (np.repeat(x[None], len(values), axis=0) for x in (gain, offset, held))
         {"gain": g, "offset": o, "fallback": f}[which][:, i] = values
         params = np.stack([g, o, f], axis=1)  # [C, 3, N]
         return _scorer(system, scenario, seeds,
-                       lambda p: LocalRule(system, p[:, 0], p[:, 1], p[:, 2] if faults else None))(params)
+                       lambda p: LocalRule(system, p[:, 0], p[:, 1], None if fallback is None else p[:, 2]))(params)
 
     best = -np.inf
     for _ in range(sweeps):
         changed = False
-        for i in range(n):
+        for i in range(system.n_dg):
             for which, grid, target in parts:
                 scores = candidates_score(i, grid, which)
                 current = int(np.argmin(np.abs(grid - target[i])))
@@ -175,7 +197,7 @@ def fit_local_rule(system: System, scenario: Scenario, seeds: Sequence[int], swe
         if not changed:
             break
     out = {"gain": gain.tolist(), "offset_v": offset.tolist(), "train_return": best}
-    if faults:
+    if fallback is not None:
         out["fallback_v"] = fallback.tolist()
     return out
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from common.errors import InputError
+from simsvc import gap
 from simsvc.controllers import make_controller
 from simsvc.env import FAULT_FILL, FAULT_STREAM, MicrogridEnv, VecMicrogridEnv, fault_set
-from simsvc.gap import LocalRule, fit_local_rule
+from simsvc.gap import FAULT_GAINS, FAULT_OFFSETS_V, LocalRule
 from simsvc.scenarios import load_scenario, parse_scenario
 from simsvc.simulator import Measurements
 from simsvc.systems import DG_COL, load_system, setpoint_choices
@@ -104,8 +105,20 @@ def test_the_secondary_controller_hears_a_failed_dgs_voltage_from_its_working_ne
     assert np.isfinite(out).all()
 
 
-def test_the_fitted_local_rule_fits_a_fallback_only_where_sensors_fail() -> None:
+def test_the_fitted_local_rule_fits_a_fallback_only_where_sensors_fail(monkeypatch: pytest.MonkeyPatch) -> None:
+    short = replace(SYSTEM, episode_steps=2)  # a short episode and small grids keep the fit fast
+    monkeypatch.setattr(gap, "FAULT_OFFSETS_V", np.array([0.0, 35.0]))
+    monkeypatch.setattr(gap, "FAULT_GAINS", np.array([0.0, 1.0]))
     sc = replace(FAULTY, fault_share=0.5)
-    with_faults = fit_local_rule(SYSTEM, sc, [0], sweeps=1, fallback_start_v=np.full(6, 515.0))
+    with_faults = gap.fit_local_rule(short, sc, [0], sweeps=1, fallback_start_v=np.full(6, 515.0))
     assert len(with_faults["fallback_v"]) == 6 and set(with_faults["fallback_v"]) <= set(setpoint_choices(SYSTEM))
-    assert "fallback_v" not in fit_local_rule(SYSTEM, load_scenario("classic"), [0], sweeps=1)
+    assert set(with_faults["gain"]) <= {0.0, 1.0} and set(with_faults["offset_v"]) <= {0.0, 35.0}
+    monkeypatch.setattr(gap, "LOCAL_OFFSETS_V", np.array([0.0]))
+    monkeypatch.setattr(gap, "LOCAL_GAINS", np.array([1.0]))
+    assert "fallback_v" not in gap.fit_local_rule(short, load_scenario("classic"), [0], sweeps=1)
+    # with faults the family holds every constant set-point: gain 0, offset = set-point - V_nom
+    assert 0.0 in FAULT_GAINS and set(setpoint_choices(SYSTEM) - SYSTEM.v_nom_v) <= set(FAULT_OFFSETS_V)
+    meas = Measurements(*(np.full((1, 6), 1e4) for _ in range(5)), *(np.zeros((1, 6, 2)) for _ in range(3)))
+    constants = np.array([490.0, 495.0, 510.0, 520.0, 530.0, 535.0])
+    rule = LocalRule(SYSTEM, np.zeros(6), constants - SYSTEM.v_nom_v, constants)
+    np.testing.assert_array_equal(rule.setpoints(meas, np.full((1, 6), 500.0))[0], constants)
