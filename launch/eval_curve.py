@@ -31,13 +31,23 @@ EVAL_CURVE_FIELDS = ("env_steps", "update", "train_wall_s", "eval_return", "eval
 class EvalCurve:
     """Evaluates when training crosses the next multiple of train.eval_every; rows go to eval_curve.csv."""
 
-    def __init__(self, cfg: Config, out_dir: str | Path, env_steps: int) -> None:
+    def __init__(self, cfg: Config, out_dir: str | Path, env_steps: int, resumed: bool = False) -> None:
+        """`resumed`: the run continues from a checkpoint at `env_steps`; rows written after it (by the
+        interrupted process) are dropped, as training repeats them, and the evaluation time of the rows kept
+        stays out of the training clock, which the checkpoint carries on."""
         tc = cfg.train
         self.every, self.seeds = tc.eval_every, evaluation_seeds(tc.eval_seed, tc.eval_episodes)
         self.path = Path(out_dir) / "eval_curve.csv"
         self.env = evaluation_env(cfg.env) if self.every else None
         self.next = (env_steps // self.every + 1) * self.every if self.every else 0
-        self.eval_time = 0.0  # seconds spent evaluating in this process, kept out of the training wall time
+        self.eval_time = 0.0  # seconds spent evaluating, kept out of the training wall time
+        if resumed and self.path.exists():
+            kept = [r for r in csv.DictReader(self.path.open()) if int(r["env_steps"]) <= env_steps]
+            with self.path.open("w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=EVAL_CURVE_FIELDS)
+                writer.writeheader()
+                writer.writerows(kept)
+            self.eval_time = sum(float(r["eval_s"]) for r in kept)
 
     def due(self, env_steps: int, final: bool = False) -> bool:
         """Whether an evaluation is due at env_steps (at the end of a run always, once per env_steps)."""

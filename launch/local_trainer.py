@@ -81,7 +81,7 @@ def train_local(cfg: Config, out_dir: str | Path, resume: bool = False, echo: bo
                         "they sample from a fresh stream", fresh)
     else:
         collector.reset()
-    curve = EvalCurve(cfg, out_dir, core.env_steps)
+    curve = EvalCurve(cfg, out_dir, core.env_steps, resumed=core.resumed)
     log.info("config %s", cfg.to_dict())
     log.info("algorithm %s on %s: %d agents, %d envs, %d parameters, device %s", cfg.model.algorithm,
              cfg.env.system, model.n_agents, tc.num_envs, sum(p.numel() for p in model.parameters()),

@@ -125,6 +125,7 @@ class LearnerCore:
         self.recent_mean = float("nan")
         self.resumed = False
         self._next_ckpt = cfg.train.checkpoint_every
+        self._wall_before = 0.0  # training seconds before the checkpoint this run resumed from
         self._start = time.perf_counter()
         self._metrics_fh = self._writer = self._tb = None
 
@@ -140,6 +141,8 @@ class LearnerCore:
         self.model.load_state_dict(ckpt["model"])
         self.optimiser.load_state_dict(ckpt["optimizer"])
         self.updates, self.env_steps = int(ckpt["updates"]), int(ckpt["env_steps"])
+        wall = ckpt.get("wall_s", 0.0)  # the clock goes on where the checkpoint left it (older ones: from 0)
+        self._wall_before = float(wall) if isinstance(wall, (int, float)) and np.isfinite(wall) else 0.0
         self.best = float(ckpt.get("best_return", -np.inf))
         if ckpt.get("rng") is not None:
             set_global_rng_state(ckpt["rng"])
@@ -180,7 +183,8 @@ class LearnerCore:
 
     @property
     def wall_s(self) -> float:
-        return time.perf_counter() - self._start
+        """Seconds of training: this process's since `open`, plus those before the checkpoint resumed from."""
+        return self._wall_before + time.perf_counter() - self._start
 
     # ---------------------------------------------------------------------------------------------- updates
 
@@ -278,7 +282,7 @@ class LearnerCore:
         self._saved_at = self.updates
         payload = {"format": CHECKPOINT_FORMAT, "model": self.model.state_dict(),
                    "optimizer": self.optimiser.state_dict(), "updates": self.updates, "env_steps": self.env_steps,
-                   "config": self.cfg.to_dict(), "best_return": self.best,
+                   "wall_s": self.wall_s, "config": self.cfg.to_dict(), "best_return": self.best,
                    "recent_return": self.recent_mean, "rng": global_rng_state(),
                    "streams": {k: dict(v) for k, v in self.streams().items()}}
         save_checkpoint(self.out / "checkpoints" / LATEST, payload)

@@ -40,3 +40,24 @@ def test_first_reaching_finds_the_first_row_at_or_above_the_threshold(tmp_path):
                     "100,1,2.0,5.1,5.0,0,0.01,0.1\n200,2,4.0,5.6,5.5,0,0.01,0.1\n300,3,6.0,5.5,5.4,0,0.01,0.1\n")
     assert first_reaching(path, 5.6)["env_steps"] == 200 and first_reaching(path, 5.6)["train_wall_s"] == 4.0
     assert first_reaching(path, 5.7) is None
+
+
+def test_a_resumed_run_continues_the_curve_and_its_clock(tmp_path):
+    # the split run stops at 80 env steps (checkpoint); a row the lost process wrote after it (at 120) is
+    # dropped, training repeats it exactly, and the training clock carries on from the checkpoint
+    curve = BASE[1:] + ["train.eval_every=40", "train.eval_episodes=2"]
+    split, full = tmp_path / "split", tmp_path / "full"
+    train_local(load_config("configs/ia2c.toml", curve + ["train.steps=80"]), split)
+    with (split / "eval_curve.csv").open("a") as fh:
+        fh.write("120,3,999.0,-99.0,-99.0,0,0.01,0.1\n")
+    cfg = load_config("configs/ia2c.toml", curve + ["train.steps=160"])
+    train_local(cfg, split, resume=True)
+    train_local(cfg, full)
+    resumed = list(csv.DictReader((split / "eval_curve.csv").open()))
+    straight = list(csv.DictReader((full / "eval_curve.csv").open()))
+    assert [(r["env_steps"], r["eval_return"]) for r in resumed] == \
+        [(r["env_steps"], r["eval_return"]) for r in straight] and len(resumed) == 4
+    clock = [float(r["train_wall_s"]) for r in resumed]
+    assert clock == sorted(set(clock))  # strictly increasing across the resume
+    metrics = [float(r["wall_s"]) for r in csv.DictReader((split / "metrics.csv").open())]
+    assert metrics == sorted(metrics)
