@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from actor.envs import make_vec_env
-from common.config import load_config
+from actor.envs import agent_spec, make_vec_env
+from common.config import Config, load_config
 from common.errors import InputError
 from common.nets import GraphActorCritic, build_model
 from launch.eval_protocol import SEED_STRIDE, write_eval_summary
@@ -32,7 +32,8 @@ def run_episode(env: Any, model: GraphActorCritic, seed: int, greedy: bool = Tru
     trace: dict[str, list[np.ndarray]] = {k: [] for k in ("v_pu", "rewards", "actions", "vn_v", "f_hz")}
     done = False
     while not done:
-        logits, state = model.step(obs, state, starts)
+        links = getattr(env, "links", None)  # the messages that reach each agent now (message loss), or None
+        logits, state = model.step(obs, state, starts, None if links is None else torch.from_numpy(links))
         if greedy:
             actions = logits.argmax(dim=-1)
         else:
@@ -55,6 +56,21 @@ def evaluation_env(env_cfg: Any) -> Any:
     return make_vec_env(env_cfg, 1, disturbance=load_scenario(env_cfg.scenario).evaluation_disturbance())
 
 
+def load_policy(run: Path, checkpoint: str = "latest") -> tuple[Config, GraphActorCritic]:
+    """The run's config and its network from run/checkpoints/<checkpoint>.pt, in eval mode; InputError when the
+    checkpoint is missing."""
+    ckpt_path = run / "checkpoints" / f"{checkpoint}.pt"
+    if not ckpt_path.is_file():
+        raise InputError(f"no checkpoint at {ckpt_path}: train the run first or pass another --run")
+    cfg = load_config(run / "config.toml")
+    spec = agent_spec(cfg.env)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, spec.adjacency, spec.obs_dim, spec.n_actions)
+    model.load_state_dict(read_checkpoint(ckpt_path)["model"])
+    model.eval()
+    return cfg, model
+
+
 def evaluate_run(run_dir: str | Path, episodes: int = 20, seed: int = 2000, checkpoint: str = "latest",
                  scenario: str | None = None) -> dict[str, Any]:
     """Evaluate run_dir/checkpoints/<checkpoint>.pt greedily and write run_dir/eval/ (with another `scenario`
@@ -62,20 +78,13 @@ def evaluate_run(run_dir: str | Path, episodes: int = 20, seed: int = 2000, chec
     run = Path(run_dir)
     if scenario is not None:
         load_scenario(scenario)  # an unknown scenario is the first thing to report
-    ckpt_path = run / "checkpoints" / f"{checkpoint}.pt"
-    if not ckpt_path.is_file():
-        raise InputError(f"no checkpoint at {ckpt_path}: train the run first or pass another --run")
     if episodes < 1:
         raise InputError("--episodes must be at least 1")
-    cfg = load_config(run / "config.toml")
+    cfg, model = load_policy(run, checkpoint)
     own = cfg.env.scenario
     env_cfg = cfg.env if scenario is None else replace(cfg.env, scenario=scenario)
     sc = load_scenario(env_cfg.scenario)
     env = evaluation_env(env_cfg)
-    torch.manual_seed(0)
-    model = build_model(cfg.model, env.adjacency, env.obs_dim, env.n_actions)
-    model.load_state_dict(read_checkpoint(ckpt_path)["model"])
-    model.eval()
     out = run / ("eval" if scenario is None or scenario == own else f"eval-{sc.name}")
     out.mkdir(parents=True, exist_ok=True)
     rows = []
