@@ -107,20 +107,25 @@ def _figure(system: Any, scenario: Any, result: dict[str, Any], path: Path) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from simsvc.gap import trace_episode
+    from simsvc.gap import strongest_baseline, trace_episode
 
     rows = result["controllers"]
-    strongest = max((n for n in rows if n not in ("oracle", "droop")), key=lambda n: rows[n]["mean_return"])
+    strongest = strongest_baseline(rows)
     seed = result["eval_seeds"][0]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
     for ax, name in zip(axes, (strongest, "droop"), strict=True):
         trace = trace_episode(system, scenario, seed, name, result["fitted"])
-        ax.plot(trace["t"], trace["v_pu"], lw=0.9)
-        ax.axhspan(0.95, 1.05, color="green", alpha=0.08)
-        ax.set_title(f"{LABELS[name]} (mean return {rows[name]['mean_return']:.2f})", fontsize=9)
-        ax.set_xlabel("time (s)")
+        voltage_panel(ax, trace, f"{LABELS[name]} (mean return {rows[name]['mean_return']:.2f})")
     axes[0].set_ylabel("DG voltage (p.u.)")
     fig.suptitle(f"{system.name} · scenario {scenario.name} · seed {seed}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def voltage_panel(ax: Any, trace: dict[str, Any], title: str) -> None:
+    """One panel of a voltage-trace figure: every DG's voltage (p.u.) over time, the ±5 % band shaded."""
+    ax.plot(trace["t"], trace["v_pu"], lw=0.9)
+    ax.axhspan(0.95, 1.05, color="green", alpha=0.08)
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("time (s)")

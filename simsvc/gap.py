@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from simsvc.controllers import FixedSetpoints, OneStepOracle, make_controller
+from simsvc.controllers import FixedSetpoints, OneStepOracle, controller_setpoints, make_controller
 from simsvc.env import VecMicrogridEnv, apply_load_factors, scenario_rewards
 from simsvc.lookahead import coordinate_search
 from simsvc.metrics import episode_summary
@@ -100,7 +100,7 @@ def batch_episodes(system: System, scenario: Scenario, seeds: Sequence[int],
     alive = np.ones(len(seeds), dtype=np.bool_)
     vs, rs = [], []
     for _ in range(env.episode_steps):
-        vn = ctrl.setpoints(env.measured(), env.grid.vn_v.copy())
+        vn = controller_setpoints(ctrl, env.measured(), env.grid.vn_v.copy(), env.links)
         _, rewards, done, info = env.step_setpoints(vn)
         vs.append(np.where(alive[:, None], info["v_pu"], np.nan))
         rs.append(np.where(alive[:, None], rewards, 0.0))
@@ -213,6 +213,12 @@ def gap_controller(name: str, system: System, fitted: dict[str, Any]) -> Callabl
     if name == "oracle":
         return MeasuredStateOracle
     return lambda env: make_controller(name, system, 0, grid=env.grid, scenario=env.scenario)
+
+
+def strongest_baseline(rows: dict[str, Any]) -> str:
+    """The name of the controller with the highest mean return among a gap result's controllers, the oracle
+    (which reads the true state) and droop (the reference) left out."""
+    return max((n for n in rows if n not in ("oracle", "droop")), key=lambda n: rows[n]["mean_return"])
 
 
 def information_gap(returns: dict[str, float]) -> dict[str, float | None]:
