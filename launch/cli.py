@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "report": "launch.study_cmd:report",
     "fit-baselines": "launch.fit_cmd:fit_baselines",
     "gap": "launch.gap_cmd:gap",
+    "traces": "launch.traces_cmd:traces",
 }
 BENCH_COMMANDS: dict[str, str] = {
     "act": "launch.bench_act:bench_act",

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "numba", "scipy", "matplotlib")
 # Every command, by its words on the command line.
 COMMANDS = (["sim"], ["train"], ["evaluate"], ["learner"], ["actor"], ["keys"], ["plot"], ["study"], ["report"],
-            ["bench"], ["bench", "act"], ["bench", "actors"], ["bench", "sim"], ["bench", "learner"],
+            ["traces"], ["bench"], ["bench", "act"], ["bench", "actors"], ["bench", "sim"], ["bench", "learner"],
             ["bench", "system"])
 BLOCK_SCIPY = "import sys; sys.modules['scipy'] = None\n"  # `import scipy` (and scipy.*) now raises ImportError
 
