@@ -71,10 +71,10 @@ def traces(gap_path: str, runs: tuple[str, ...], checkpoint: str, seed: int, sel
 
     learned_trace, drawn_return = chosen.trace(scenario, seed)
     on = f"{select_episodes} evaluation seeds"
-    picked = f"best of {len(policies)} runs on the {on}" if len(policies) > 1 else f"on the {on}"
+    picked = f",\nbest of {len(policies)} runs (selected on these seeds)" if len(policies) > 1 else ""
     trained = "" if chosen.trained_scenario == scenario else f", trained on {chosen.trained_scenario}"
     panels = [(f"learned: {chosen.algorithm} ({chosen.run.name}{trained})\n"
-               f"mean return {row['mean_return']:.2f}, {picked}", learned_trace)]
+               f"mean return {row['mean_return']:.2f} on the {on}{picked}", learned_trace)]
     for name in (baseline, "droop"):
         head = "strongest baseline: " if name == baseline else ""
         panels.append((f"{head}{refs[name]['label']}\nmean return {refs[name]['mean_return']:.2f} on the {on}",
