@@ -57,7 +57,12 @@ class CooperativeVoltageControl:
     With `sharing_gain_per_s` = c_q > 0 (scenarios that reward reactive-power sharing, docs/scenarios.md) it
     also runs Bidram's reactive-power sharing consensus: Vn_i += −c_q·Δt·Σ_j a_ij (n_Q,i·Q_i − n_Q,j·Q_j)/V_nom,
     so a DG that carries more than its share of Q lowers its set-point.
+
+    Under message loss (`links`, docs/scenarios.md#message-loss) a_ij is 1 only where DG i received DG j's
+    message this step: the sums, and the mean a failed DG hears, run over the received links.
     """
+
+    reads_links = True  # `controller_setpoints` hands it the environment's link mask
 
     def __init__(self, system: System, control_dt_s: float | None = None, gain_per_s: float | None = None,
                  v_ref_pu: float = 1.0, sharing_gain_per_s: float = 0.0):
@@ -71,25 +76,40 @@ class CooperativeVoltageControl:
         self.sharing_gain_dt = float(sharing_gain_per_s) * float(control_dt_s or system.control_dt_s)
         self.n_q = system.dg_params[:, DG_COL["n_q"]]
 
-    def setpoints(self, meas: Measurements, vn_v: np.ndarray) -> np.ndarray:
-        s, v_pu = self.system, self._heard(meas.v_pu, self.v_ref_pu)
-        error = v_pu @ self.laplacian.T + self.pin * (v_pu - self.v_ref_pu)
+    def setpoints(self, meas: Measurements, vn_v: np.ndarray, links: np.ndarray | None = None) -> np.ndarray:
+        """The next set-points; `links` [E, N, D] (or None: every message arrives) says which neighbours'
+        readings reached each DG this step."""
+        from simsvc.links import received_adjacency
+
+        adj = None if links is None else received_adjacency(self.system.agent_adjacency, links)
+        s, v_pu = self.system, self._heard(meas.v_pu, self.v_ref_pu, adj)
+        error = self._laplacian(v_pu, adj) + self.pin * (v_pu - self.v_ref_pu)
         if self.sharing_gain_dt > 0.0:
-            droop_pu = self._heard(self.n_q * meas.q_var, 0.0) / s.v_nom_v
-            error = error + (self.sharing_gain_dt / self.gain_dt) * (droop_pu @ self.laplacian.T)
+            droop_pu = self._heard(self.n_q * meas.q_var, 0.0, adj) / s.v_nom_v
+            error = error + (self.sharing_gain_dt / self.gain_dt) * self._laplacian(droop_pu, adj)
         vn_pu = vn_v / s.v_nom_v - self.gain_dt * error
         return np.clip(vn_pu * s.v_nom_v, s.setpoint_min_v, s.setpoint_max_v)
 
-    def _heard(self, x: np.ndarray, default: float) -> np.ndarray:
+    def _laplacian(self, x: np.ndarray, adj: np.ndarray | None) -> np.ndarray:
+        """Σ_j a_ij (x_i − x_j) for every DG: on the agent graph, or on each env's received links `adj`."""
+        if adj is None:
+            return x @ self.laplacian.T
+        return adj.sum(axis=2) * x - np.einsum("eij,ej->ei", adj, x)
+
+    def _heard(self, x: np.ndarray, default: float, adj: np.ndarray | None = None) -> np.ndarray:
         """x [E, N] with a failed sensor's reading (NaN, docs/scenarios.md) replaced by the mean of what the
-        DG's neighbours with working sensors send it, or by `default` (the reference: no correction) when none
-        of its neighbours measures either."""
+        DG's neighbours with working sensors send it (over the received links `adj` [E, N, N] when given), or
+        by `default` (the reference: no correction) when none of its neighbours measures (or is heard)."""
         bad = np.isnan(x)
         if not bad.any():
             return x
-        adjacency = self.system.agent_adjacency.astype(np.float64)
-        count = (~bad).astype(np.float64) @ adjacency.T
-        sums = np.where(bad, 0.0, x) @ adjacency.T
+        if adj is None:
+            adjacency = self.system.agent_adjacency.astype(np.float64)
+            count = (~bad).astype(np.float64) @ adjacency.T
+            sums = np.where(bad, 0.0, x) @ adjacency.T
+        else:
+            count = np.einsum("eij,ej->ei", adj, (~bad).astype(np.float64))
+            sums = np.einsum("eij,ej->ei", adj, np.where(bad, 0.0, x))
         heard = np.where(count > 0, sums / np.maximum(count, 1.0), default)
         return np.where(bad, heard, x)
 
@@ -160,6 +180,14 @@ class OneStepOracle:
             actions, _, _ = coordinate_search(score, start, self.system.n_actions, ORACLE_SWEEPS)
             out[e] = self.choices[actions]
         return out
+
+
+def controller_setpoints(ctrl: object, meas: Measurements, vn_v: np.ndarray, links: np.ndarray | None) -> np.ndarray:
+    """`ctrl.setpoints(meas, vn_v)`, handing the environment's link mask (message loss) to a controller that
+    reads its neighbours (`reads_links`); the others read nothing a lost message could carry."""
+    if links is not None and getattr(ctrl, "reads_links", False):
+        return ctrl.setpoints(meas, vn_v, links)
+    return ctrl.setpoints(meas, vn_v)
 
 
 def fitted_path(system: System) -> Path:

@@ -23,6 +23,7 @@ import numpy as np
 
 from common.errors import InputError
 from common.graph import hop_distances
+from simsvc.links import LinkLoss
 from simsvc.metrics import outside_band
 from simsvc.reward import DIVERGED_REWARD, loadbus_reward, neighbour_mean_matrix, sharing_error_pu, voltage_reward
 from simsvc.scenarios import Scenario, load_scenario
@@ -97,6 +98,7 @@ class VecMicrogridEnv:
         self._first_seeds: np.ndarray | None = None
         self.n_faults = sc.fault_count(s.n_dg)
         self.sensor_fault = np.zeros((num_envs, s.n_dg), dtype=np.bool_)  # DGs without a measurement this episode
+        self._link_loss = LinkLoss(self.adjacency, sc.message_loss, num_envs) if sc.message_loss > 0 else None
 
         self._base_seed = 0
         self._episode_index = np.zeros(num_envs, dtype=np.int64)
@@ -132,6 +134,7 @@ class VecMicrogridEnv:
         self._start_episodes(np.arange(self.n_envs))
         self._needs_reset = False
         obs = self._observed(self.grid.measure())
+        self._draw_links(np.arange(self.n_envs))
         self._last_obs = obs.copy() if self.defer_reset else None
         return obs
 
@@ -147,6 +150,8 @@ class VecMicrogridEnv:
             self._noise_rngs[e] = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(NOISE_STREAM,)))
             if self.n_faults:
                 self.sensor_fault[e] = fault_set(seed, s.n_dg, self.n_faults)
+            if self._link_loss is not None:
+                self._link_loss.start(e, seed)
         sc = self.scenario
         factors = np.ones((len(envs), 2, s.n_load))  # R, L
         self._step_at[envs] = -1
@@ -182,6 +187,17 @@ class VecMicrogridEnv:
         apply_load_factors(self.grid, factors, envs)
 
     @property
+    def links(self) -> np.ndarray | None:
+        """Which neighbour messages reach each agent with the current observation: [E, N, D] bool (slot s =
+        the s-th neighbour in ascending order, True = received; padding False), or None without message loss
+        (simsvc/links.py)."""
+        return None if self._link_loss is None else self._link_loss.mask.copy()
+
+    def _draw_links(self, envs: np.ndarray) -> None:
+        if self._link_loss is not None:
+            self._link_loss.draw(envs)
+
+    @property
     def resets_pending(self) -> bool:
         """True when deferred auto-resets wait for `finish_resets()` (only with defer_reset)."""
         return bool(self._reset_pending.any())
@@ -199,6 +215,7 @@ class VecMicrogridEnv:
         if envs.size:
             self._start_episodes(envs)
             obs[envs] = self._observed(self.grid.measure(), envs)[envs]
+            self._draw_links(envs)
             self._reset_pending[envs] = False
             self._last_obs = obs.copy()
         return obs
@@ -259,6 +276,7 @@ class VecMicrogridEnv:
         diverged = ok_before & ~grid.ok
         meas = self.grid.measure()
         obs = self._observed(meas)
+        self._draw_links(np.arange(self.n_envs))
         rewards, extra = self._reward(meas)
         rewards[diverged] = DIVERGED_REWARD
         rewards = np.where(np.isfinite(rewards), rewards, DIVERGED_REWARD)
@@ -293,6 +311,7 @@ class VecMicrogridEnv:
                 return obs, rewards.astype(np.float32), done, info
             self._start_episodes(finished)
             obs[finished] = self._observed(self.grid.measure(), finished)[finished]
+            self._draw_links(finished)
         return obs, rewards.astype(np.float32), done, info
 
     def _check_steppable(self) -> None:
@@ -550,6 +569,12 @@ class MicrogridEnv:
         obs, rewards, done, info = out
         return obs[0], rewards[0], bool(done[0]), {k: (v[0] if isinstance(v, np.ndarray) else v)
                                                    for k, v in info.items()}
+
+    @property
+    def links(self) -> np.ndarray | None:
+        """[N, D] bool for the current observation, or None without message loss (see VecMicrogridEnv.links)."""
+        links = self.vec.links
+        return None if links is None else links[0]
 
     def measure(self) -> Measurements:
         return self.vec.measure()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simsvc.controllers import make_controller
+from simsvc.controllers import controller_setpoints, make_controller
 from simsvc.env import MicrogridEnv
 from simsvc.metrics import episode_summary
 from simsvc.scenarios import Scenario
@@ -37,7 +37,7 @@ def run_episode(system: System, controller: str, seed: int, disturbance: str = "
     done = False
     while not done:
         meas = env.vec.measured()
-        vn = ctrl.setpoints(meas, env.vec.grid.vn_v.copy())
+        vn = controller_setpoints(ctrl, meas, env.vec.grid.vn_v.copy(), env.vec.links)
         _, rewards, done, info = env.step_setpoints(vn[0])
         vs.append(info["v_pu"])
         rs.append(rewards)

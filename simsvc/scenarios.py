@@ -3,7 +3,8 @@
 A scenario is one TOML file, `configs/scenarios/NAME.toml` (or any file given by its path): the load draws at
 reset (range, one factor for R and L or one each), the per-step load walk (size, bounds, whether evaluation
 keeps it), an optional step change of the loads, what the DGs' measurements suffer (noise, delay in control
-steps, sensors that fail for a whole episode) and the reward's extra terms and weights. `env.scenario`
+steps, sensors that fail for a whole episode), the loss of messages between neighbouring agents and the
+reward's extra terms and weights. `env.scenario`
 selects one; `classic`, the environment as it always was, is the default. Reading a file checks every key
 and reports the first problem as one line naming the file and the key. This module needs NumPy-free stdlib
 only, so the learner's bounds can read it.
@@ -51,6 +52,9 @@ class Scenario:
     loadbus_nearest: int = 1
     # [sensor_fault]: this share of the DGs (rounded, drawn per episode) has no measurement all episode
     fault_share: float = 0.0
+    # [links]: each directed link j -> i between neighbours loses its message at an acting step with this
+    # probability, independently (simsvc/links.py)
+    message_loss: float = 0.0
 
     def fault_count(self, n_dg: int) -> int:
         """How many of n_dg DGs lose their measurement in an episode: the share rounded half up, at least one
@@ -95,7 +99,8 @@ def load_scenario(name_or_path: str | Path | Scenario | None = None) -> Scenario
 
 _SECTIONS = {"loads": {"factor_range", "independent_rl"}, "walk": {"step", "bounds", "in_evaluation"},
              "load_step": {"window", "size"}, "measurement": {"noise_rel", "delay_steps"},
-             "reward": {"sharing_weight", "loadbus_weight", "loadbus_nearest"}, "sensor_fault": {"share"}}
+             "reward": {"sharing_weight", "loadbus_weight", "loadbus_nearest"}, "sensor_fault": {"share"},
+             "links": {"loss"}}
 
 
 class _Reader:
@@ -163,7 +168,7 @@ def parse_scenario(doc: dict[str, Any], where: str = "scenario", name: str = "sc
                     raise rd.fail(f"{key}.{sub}", f"unknown key (known: {', '.join(sorted(_SECTIONS[key]))})")
     loads, walk = doc.get("loads", {}), doc.get("walk", {})
     step, meas, reward = doc.get("load_step"), doc.get("measurement", {}), doc.get("reward", {})
-    fault = doc.get("sensor_fault", {})
+    fault, links = doc.get("sensor_fault", {}), doc.get("links", {})
     d = Scenario()
     values: dict[str, Any] = {
         "name": name, "description": doc.get("description", ""),
@@ -178,7 +183,11 @@ def parse_scenario(doc: dict[str, Any], where: str = "scenario", name: str = "sc
         "loadbus_weight": rd.number(reward, "reward", "loadbus_weight", d.loadbus_weight),
         "loadbus_nearest": rd.integer(reward, "reward", "loadbus_nearest", d.loadbus_nearest, low=1),
         "fault_share": rd.number(fault, "sensor_fault", "share", d.fault_share),
+        "message_loss": rd.number(links, "links", "loss", d.message_loss),
     }
+    if values["message_loss"] >= 1.0:
+        raise rd.fail("links.loss", f"must be < 1 (a probability; 1 would cut every link), got "
+                      f"{values['message_loss']!r}")
     if values["fault_share"] > 1.0:
         raise rd.fail("sensor_fault.share", f"must be <= 1 (a share of the DGs), got {values['fault_share']!r}")
     lo, hi = values["walk_bounds"]
