@@ -8,7 +8,9 @@ activations (float64 for the softmax sums and the sampling), compiled once and c
 
 The rules match `common.nets` (docs/algorithms.md, "Acting"): neighbour slots beyond an agent's degree are
 absent (they read zero-padding in torch), messages of an agent without neighbours are zero, and the
-action is drawn by the inverse-CDF rule of `actor.sampler.sample_from_probs`.
+action is drawn by the inverse-CDF rule of `actor.sampler.sample_from_probs`. A lost link (`links[b, n, s]`
+False, docs/scenarios.md#message-loss) is absent like a padding slot in env b: neighbour slot s's observation
+and messages are skipped, and CommNet's mean is over the received slots.
 """
 
 from __future__ import annotations
@@ -29,6 +31,18 @@ def _acc(x, w, row0, out):
         for b in range(x.shape[0]):
             xv = x[b, k]
             if xv != 0.0:
+                for j in range(out.shape[1]):
+                    out[b, j] += xv * w[row, j]
+
+
+@njit(cache=True, fastmath={"contract", "reassoc", "nsz"})
+def _acc_links(x, w, row0, out, links, n, s):
+    """`_acc` for neighbour slot s of agent n: env b adds its input only where links[b, n, s] (received)."""
+    for k in range(x.shape[1]):
+        row = row0 + k
+        for b in range(x.shape[0]):
+            xv = x[b, k]
+            if xv != 0.0 and links[b, n, s]:
                 for j in range(out.shape[1]):
                     out[b, j] += xv * w[row, j]
 
@@ -102,33 +116,39 @@ def _cell(gates, c_prev, c_new, h_new):
 
 
 @njit(cache=True)
-def _encode(n, wi, obs_am, ids, cnt, nb, neighbour_obs, obs_w, obs_b, enc):
-    """enc = relu(W [o_n, id_n, (o_j, id_j) for neighbours j] + b), all envs of agent n."""
+def _encode(n, wi, obs_am, ids, cnt, nb, links, neighbour_obs, obs_w, obs_b, enc):
+    """enc = relu(W [o_n, id_n, (o_j, id_j) for neighbours j] + b), all envs of agent n; a lost link's slot
+    (observation and id) is absent in that env."""
     n_obs, n_ids = obs_am.shape[2], ids.shape[1]
     width = n_obs + n_ids
     _set_bias(enc, obs_b[wi])
     slots = 1 + cnt[n] if neighbour_obs else 1
     for s in range(slots):
         j = n if s == 0 else nb[n, s - 1]
-        _acc(obs_am[j], obs_w[wi], s * width, enc)
+        if s == 0:
+            _acc(obs_am[j], obs_w[wi], 0, enc)
+        else:
+            _acc_links(obs_am[j], obs_w[wi], s * width, enc, links, n, s - 1)
         if n_ids:  # the agent-id one-hot: row (slot base + O + j) once per env
             row = s * width + n_obs + j
             for b in range(enc.shape[0]):
-                for k in range(enc.shape[1]):
-                    enc[b, k] += obs_w[wi, row, k]
+                if s == 0 or links[b, n, s - 1]:
+                    for k in range(enc.shape[1]):
+                        enc[b, k] += obs_w[wi, row, k]
     _relu(enc)
 
 
 @njit(cache=True)
-def _messages(n, wi, mode, h0, fp0, cnt, nb, fp_w, fp_b, msg_w, msg_b, p, m):
-    """The fingerprint message p and the hidden-state message m of agent n (zero without neighbours)."""
+def _messages(n, wi, mode, h0, fp0, cnt, nb, links, fp_w, fp_b, msg_w, msg_b, p, m):
+    """The fingerprint message p and the hidden-state message m of agent n (zero without neighbours); a lost
+    link's slot is absent in that env, and the mean is over the received slots (zero when none)."""
     degree = cnt[n]
     if mode[FP_MESSAGE]:
         p[:] = 0.0
         if degree > 0:
             _set_bias(p, fp_b[wi])
             for s in range(degree):
-                _acc(fp0[nb[n, s]], fp_w[wi], s * fp0.shape[2], p)
+                _acc_links(fp0[nb[n, s]], fp_w[wi], s * fp0.shape[2], p, links, n, s)
             _relu(p)
     kind = mode[H_MESSAGE]
     m[:] = 0.0
@@ -136,13 +156,20 @@ def _messages(n, wi, mode, h0, fp0, cnt, nb, fp_w, fp_b, msg_w, msg_b, p, m):
         _set_bias(m, msg_b[wi])
         if kind == H_GATHER:
             for s in range(degree):
-                _acc(h0[nb[n, s]], msg_w[wi], s * h0.shape[2], m)
+                _acc_links(h0[nb[n, s]], msg_w[wi], s * h0.shape[2], m, links, n, s)
             _relu(m)
-        else:  # the neighbourhood mean, then a linear layer (no ReLU)
-            weight = np.float32(1.0 / degree)
+        else:  # the mean over the received neighbours, then a linear layer (no ReLU)
             mean = np.zeros((h0.shape[1], h0.shape[2]), dtype=np.float32)
-            for s in range(degree):
-                mean += h0[nb[n, s]] * weight
+            for b in range(h0.shape[1]):
+                received = 0
+                for s in range(degree):
+                    received += links[b, n, s]
+                if received == 0:
+                    continue
+                weight = np.float32(1.0 / received)
+                for s in range(degree):
+                    if links[b, n, s]:
+                        mean[b] += h0[nb[n, s], b] * weight
             _acc(mean, msg_w[wi], 0, m)
 
 
@@ -248,13 +275,14 @@ def global_values(obs, w1, b1, w2, b2, w3, b3, values):
 
 
 @njit(cache=True)
-def act_step(obs, starts, h, c, fp, u, nb, cnt, ids, mode,
+def act_step(obs, starts, h, c, fp, u, links, nb, cnt, ids, mode,
              obs_w, obs_b, fp_w, fp_b, msg_w, msg_b, lstm_w, lstm_b, act_w, act_b, crit_w, crit_b,
              h_out, c_out, fp_out, logits, actions, logp, values):
     """One acting step for all agents of all envs.
 
     obs [B, N, O], starts [B] (the state of those envs is reset first), h, c [B, N, H], fp [B, N, A],
-    u [B, N] uniforms; nb [N, D] neighbour indices (the first cnt[n] are real), ids [N, N or 0] agent ids
+    u [B, N] uniforms; links [B, N, D] bool, True where agent n received neighbour slot s's message (all True
+    without message loss); nb [N, D] neighbour indices (the first cnt[n] are real), ids [N, N or 0] agent ids
     (shared weights), mode[6] the algorithm's flags (with GLOBAL_CRITIC set, `values` is left for
     `global_values`). Weights as `common.nets` stacks them ([1 or N, in, out];
     the critic's [.., in]). Writes the new state, logits, actions, their log-probabilities and values."""
@@ -278,8 +306,8 @@ def act_step(obs, starts, h, c, fp, u, nb, cnt, ids, mode,
     h_new = np.empty((n_envs, hidden), dtype=np.float32)
     for n in range(n_agents):
         wi = 0 if lstm_w.shape[0] == 1 else n
-        _encode(n, wi, obs_am, ids, cnt, nb, mode[NEIGHBOUR_OBS], obs_w, obs_b, enc)
-        _messages(n, wi, mode, h0, fp0, cnt, nb, fp_w, fp_b, msg_w, msg_b, p, m)
+        _encode(n, wi, obs_am, ids, cnt, nb, links, mode[NEIGHBOUR_OBS], obs_w, obs_b, enc)
+        _messages(n, wi, mode, h0, fp0, cnt, nb, links, fp_w, fp_b, msg_w, msg_b, p, m)
         _lstm(n, wi, mode, enc, p, m, h0, c0, fp0, lstm_w, lstm_b, gates, c_new, h_new, h_out, c_out)
         _policy(n, wi, h_out, u, act_w, act_b, logits, fp_out, actions, logp)
     if not mode[GLOBAL_CRITIC]:

@@ -127,6 +127,7 @@ class ActingPolicy:
         self.shapes = {name: shape for name, (shape, _) in layout.items()}
         self.params = {name: np.zeros(shape, dtype=dtype) for name, (shape, dtype) in layout.items()}
         self._nb, self._cnt = neighbour_table(adjacency)
+        self._all_links: dict[int, np.ndarray] = {}  # batch size -> an all-True link mask (no message loss)
         self.params["hop_distance"][:] = hop_distances(adjacency)
         if share_weights:
             self.params["agent_id"][:] = np.eye(self.n_agents, dtype=np.float32)
@@ -173,9 +174,12 @@ class ActingPolicy:
         fp = np.full((batch, self.n_agents, self.n_actions), 1.0 / self.n_actions, dtype=np.float32)
         return State(zeros, zeros.copy(), fp)
 
-    def act(self, obs: np.ndarray, starts: np.ndarray, state: State, u: np.ndarray) -> Acted:
+    def act(self, obs: np.ndarray, starts: np.ndarray, state: State, u: np.ndarray,
+            links: np.ndarray | None = None) -> Acted:
         """One step for all agents of all envs: obs [B, N, O], starts [B] (reset those envs' state first),
-        uniforms u [B, N] in [0, 1) that pick the actions (see `actor.sampler`)."""
+        uniforms u [B, N] in [0, 1) that pick the actions (see `actor.sampler`), and the link mask links
+        [B, N, D] bool of the environment's message loss (None: every message arrives; the kernel then reads
+        an all-True mask, so it compiles once)."""
         batch, n, hidden, n_actions = obs.shape[0], self.n_agents, self.hidden, self.n_actions
         f32 = np.float32
         new = State(np.empty((batch, n, hidden), f32), np.empty((batch, n, hidden), f32),
@@ -184,8 +188,15 @@ class ActingPolicy:
         actions = np.empty((batch, n), np.int64)
         logp, values = np.empty((batch, n), f32), np.empty((batch, n), f32)
         obs = np.ascontiguousarray(obs, dtype=f32)
+        if links is None:
+            links = self._all_links.get(batch)
+            if links is None:
+                links = self._all_links[batch] = np.ones((batch, n, self._nb.shape[1]), dtype=np.bool_)
+        elif links.shape != (batch, n, self._nb.shape[1]):
+            raise ValueError(f"links must be [B, N, D] = {[batch, n, self._nb.shape[1]]}, got {list(links.shape)}")
         act_step(obs, np.ascontiguousarray(starts, dtype=np.bool_),
-                 state.h, state.c, state.fp, np.ascontiguousarray(u, dtype=np.float64), self._nb, self._cnt,
+                 state.h, state.c, state.fp, np.ascontiguousarray(u, dtype=np.float64),
+                 np.ascontiguousarray(links, dtype=np.bool_), self._nb, self._cnt,
                  *self._args, new.h, new.c, new.fp, logits, actions, logp, values)
         if self.acting.global_critic:
             p = self.params

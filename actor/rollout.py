@@ -31,6 +31,7 @@ class _Step:
 
     obs: np.ndarray
     starts: np.ndarray
+    links: np.ndarray | None
     prev_state: State
     new_state: State
     actions: np.ndarray
@@ -49,6 +50,7 @@ class RolloutCollector:
         self.seed_base = 0
         self.episodes_done = np.zeros(env.n_envs, dtype=np.int64)
         self._obs: np.ndarray | None = None
+        self._links: np.ndarray | None = None  # the env's link mask of _obs (None without message loss)
         self._state: State | None = None
         self._starts: np.ndarray | None = None
         self._pending: _Step | None = None
@@ -62,6 +64,7 @@ class RolloutCollector:
         obs = self.env.reset(self.seed_base + int(done.max(initial=0)) * self.env.n_envs)
         self.episodes_done[:] = done.max(initial=0)
         self._obs = np.ascontiguousarray(obs, dtype=np.float32)
+        self._links = self._env_links()
         self._state = self.policy.initial_state(self.env.n_envs)
         self._starts = np.ones(self.env.n_envs, dtype=bool)
         self._pending = None
@@ -83,6 +86,13 @@ class RolloutCollector:
         """Run the env's pending (deferred) episode starts now and take their first observations."""
         if self._deferred and self.env.resets_pending:
             self._obs = np.ascontiguousarray(self.env.finish_resets(), dtype=np.float32)
+            self._links = self._env_links()
+
+    def _env_links(self) -> np.ndarray | None:
+        """The env's link mask for the observation it just returned ([E, N, D] bool), or None when it has no
+        message loss (or no such attribute)."""
+        links = getattr(self.env, "links", None)
+        return None if links is None else np.array(links, dtype=np.bool_)
 
     @property
     def at_episode_boundary(self) -> bool:
@@ -91,8 +101,9 @@ class RolloutCollector:
 
     def _act(self) -> _Step:
         u = self.sampler.random((self.env.n_envs, self.policy.n_agents))
-        out = self.policy.act(self._obs, self._starts, self._state, u)
-        return _Step(self._obs, self._starts, self._state, out.state, out.actions, out.logp, out.values)
+        out = self.policy.act(self._obs, self._starts, self._state, u, self._links)
+        return _Step(self._obs, self._starts, self._links, self._state, out.state, out.actions, out.logp,
+                     out.values)
 
     def collect(self, version: int = 0) -> tuple[Rollout, dict[str, Any]]:
         """Run one window; return it and its episode statistics (raw rewards, finished episode returns)."""
@@ -100,11 +111,12 @@ class RolloutCollector:
         self.finish_resets()
         step = self._pending if self._pending is not None else self._act()
         state0 = step.prev_state
-        obs, actions, logp, values, starts, rewards, dones = [], [], [], [], [], [], []
+        obs, actions, logp, values, starts, rewards, dones, links = [], [], [], [], [], [], [], []
         finished, violations, diverged = [], 0, 0
         for t in range(n):
             obs.append(step.obs)
             starts.append(step.starts)
+            links.append(step.links)
             actions.append(step.actions)
             logp.append(step.logp)
             values.append(step.value)
@@ -119,6 +131,7 @@ class RolloutCollector:
             if self._deferred and done.any() and (t < n - 1 or not done.all()):
                 next_obs = env.finish_resets()  # acting on now: the new episodes' first observations
             self._obs = np.ascontiguousarray(next_obs, dtype=np.float32)
+            self._links = self._env_links()
             self._state = step.new_state
             self._starts = done.copy()
             if t < n - 1 or not done.all():
@@ -132,7 +145,8 @@ class RolloutCollector:
         rollout = Rollout(
             obs=np.stack(obs), actions=np.stack(actions), rewards=np.stack(rewards), dones=np.stack(dones),
             starts=np.stack(starts), values=np.stack(values), logp=np.stack(logp), bootstrap=bootstrap,
-            h0=state0.h, c0=state0.c, fp0=state0.fp, version=version)
+            h0=state0.h, c0=state0.c, fp0=state0.fp, version=version,
+            links=None if links[0] is None else np.stack(links))
         raw = rollout.rewards
         stats = {"env_steps": n * env.n_envs, "reward_mean": float(raw.mean()),
                  "episode_returns": finished, "violation_rate": violations / raw.size,

@@ -41,6 +41,7 @@ logp       [T,E,N]     float32  log-probability of the action at acting time
 bootstrap  [E,N]       float32  V of the observation after the window (0 if it ended an episode)
 h0, c0     [E,N,H]     float32  LSTM state before step 0 (only when the spec has ``hidden``)
 fp0        [E,N,F]     float32  policy fingerprint before step 0 (only when the spec has ``fp_dim``)
+links      [T,E,N,D]   bool     neighbour messages received with obs t (only when the spec has ``links_width``)
 =========  ==========  =======  ==========================================================
 
 A rollout may also carry ``sampler_state`` (1-D uint8, at most `MAX_SAMPLER_STATE_BYTES`): the actor's

@@ -37,10 +37,12 @@ def default_bounds() -> dict[str, tuple[float, float]]:
 @dataclass(frozen=True)
 class RunBounds:
     """What a run derives from its environment and config (`launch.run_bounds`): ranges for the
-    environment-dependent arrays (they replace the generic caps) and the largest |return| of one episode."""
+    environment-dependent arrays (they replace the generic caps), the largest |return| of one episode, and
+    whether the scenario loses messages between neighbours (then rollouts carry their link masks)."""
 
     arrays: Mapping[str, tuple[float, float]]
     max_episode_return: float
+    message_loss: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,9 @@ class RolloutSpec:
 
     ``n_envs`` fixes the env axis when set; otherwise any E in 1..``max_envs`` is accepted (the same E in every
     array). ``hidden`` / ``fp_dim`` are the widths of the recurrent state (h0, c0) and fingerprint (fp0) sent
-    at rollout start; None means the run's networks have none and the arrays must be absent.
+    at rollout start; None means the run's networks have none and the arrays must be absent. ``links_width``
+    is the largest degree D of the agent graph when the run's scenario loses messages: every rollout then
+    carries its link masks ``links`` [T, E, N, D] bool; None (no message loss) means it must not.
 
     ``bounds`` maps a float array's name to the closed range its values must lie in (`default_bounds` unless
     the run derives tighter ones from its reward and discount); ``max_episode_return`` bounds the mean return
@@ -64,6 +68,7 @@ class RolloutSpec:
     n_envs: int | None = None
     hidden: int | None = None
     fp_dim: int | None = None
+    links_width: int | None = None
     bounds: Mapping[str, tuple[float, float]] = field(default_factory=default_bounds)
     max_episode_return: float = GENERIC_ABS_MAX
     max_episodes_done: int = 1 << 53
@@ -86,6 +91,8 @@ class RolloutSpec:
             out["c0"] = ((e, n, self.hidden), "float32")
         if self.fp_dim is not None:
             out["fp0"] = ((e, n, self.fp_dim), "float32")
+        if self.links_width is not None:
+            out["links"] = ((t, e, n, self.links_width), "bool")
         return out
 
 
@@ -94,9 +101,10 @@ SAMPLER_STATE = "sampler_state"
 MAX_SAMPLER_STATE_BYTES = 1 << 16
 
 _AXIS_NAMES = {"obs": "TENO", "actions": "TEN", "rewards": "TEN", "dones": "TE", "starts": "TE",
-               "values": "TEN", "logp": "TEN", "bootstrap": "EN", "h0": "ENH", "c0": "ENH", "fp0": "ENF"}
+               "values": "TEN", "logp": "TEN", "bootstrap": "EN", "h0": "ENH", "c0": "ENH", "fp0": "ENF",
+               "links": "TEND"}
 _AXIS_WORDS = {"T": "steps", "E": "envs", "N": "agents", "O": "obs width", "H": "hidden width",
-               "F": "fingerprint width"}
+               "F": "fingerprint width", "D": "neighbour slots"}
 
 
 def _check_finite(arrays: Mapping[str, np.ndarray]) -> None:

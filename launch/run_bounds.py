@@ -12,6 +12,8 @@ import the simulator, so they are computed here and handed over.
 - the LSTM cell state c0 grows by at most 1 per step since the episode's start, so |c0| <= episode length;
 - observations: the environment clips them to `OBS_ABS_MAX` (`VecMicrogridEnv._observe`);
 - one episode's return (rollout meta) sums the rewards of N agents over the episode.
+- and, not a range: whether the scenario loses messages between neighbours, so that every rollout must carry
+  its link masks (`links`, docs/scenarios.md#message-loss).
 
 Environments registered by tests (no system file) get no derived ranges; the generic ones of
 `common.wire_schema.default_bounds` still apply.
@@ -61,4 +63,7 @@ def run_bounds(cfg: Config) -> wire.RunBounds | None:
     arrays = {"rewards": (low - 0.01 * span, high + 0.01 * span), "values": (-value, value),
               "bootstrap": (-value, value), "c0": (-(steps + 1.0), steps + 1.0),
               "obs": (-OBS_ABS_MAX, OBS_ABS_MAX)}
-    return wire.RunBounds(arrays=arrays, max_episode_return=1.01 * n * steps * worst + 1.0)
+    from simsvc.scenarios import load_scenario
+
+    return wire.RunBounds(arrays=arrays, max_episode_return=1.01 * n * steps * worst + 1.0,
+                          message_loss=load_scenario(cfg.env.scenario).message_loss > 0)

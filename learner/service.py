@@ -73,14 +73,17 @@ _REFUSAL_WORDS = {"not_allowed": "its key is not in the allow-list",
 
 def rollout_spec(cfg: Config, model: GraphActorCritic, bounds: wire.RunBounds | None = None) -> wire.RolloutSpec:
     """The exact rollout layout this run's actors must send, with the value ranges it enforces: the generic
-    ones, tightened by `bounds` when the launcher derived them from the run's environment."""
+    ones, tightened by `bounds` when the launcher derived them from the run's environment (which also says
+    whether its scenario loses messages, so that every window must carry its link masks)."""
     state = model.initial_state(1, device="cpu")
     window = cfg.dist.envs_per_actor * cfg.train.n_steps
     ranges = {**wire.default_bounds(), **(dict(bounds.arrays) if bounds is not None else {})}
     extra = {} if bounds is None else {"max_episode_return": bounds.max_episode_return}
+    lossy = bounds is not None and bounds.message_loss
     return wire.RolloutSpec(n_agents=model.n_agents, obs_dim=int(model.obs_dim), n_actions=model.n_actions,
                             n_steps=cfg.train.n_steps, n_envs=cfg.dist.envs_per_actor,
-                            hidden=int(state.h.shape[-1]), fp_dim=int(state.fp.shape[-1]), bounds=ranges,
+                            hidden=int(state.h.shape[-1]), fp_dim=int(state.fp.shape[-1]),
+                            links_width=model.neighbours.width if lossy else None, bounds=ranges,
                             max_episodes_done=cfg.train.steps + 4 * window, **extra)
 
 

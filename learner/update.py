@@ -33,6 +33,7 @@ class Batch(NamedTuple):
     returns: torch.Tensor
     advantages: torch.Tensor
     state0: AgentState
+    links: torch.Tensor | None = None  # [T, B, N, D] bool: the messages received at acting time (message loss)
 
 
 def _on_device(model: GraphActorCritic, rollout: Rollout, cfg: TrainConfig) -> tuple[dict[str, torch.Tensor],
@@ -50,7 +51,8 @@ def prepare(model: GraphActorCritic, rollout: Rollout, cfg: TrainConfig) -> Batc
     """Move a rollout to the model's device and compute its returns and advantages (no gradient)."""
     x, rewards, state0 = _on_device(model, rollout, cfg)
     returns, advantages = R.targets(rewards, x["values"], x["dones"], x["bootstrap"], cfg.gamma, gae_lambda(cfg))
-    return Batch(x["obs"], x["actions"], x["starts"], x["logp"], returns, normalised(advantages, cfg), state0)
+    return Batch(x["obs"], x["actions"], x["starts"], x["logp"], returns, normalised(advantages, cfg), state0,
+                 x.get("links"))
 
 
 def normalised(advantages: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
@@ -64,8 +66,8 @@ def normalised(advantages: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
 def agent_losses(model: GraphActorCritic, batch: Batch, cfg: TrainConfig) -> dict[str, torch.Tensor]:
     """Recompute the window from its (detached) start state and return per-agent loss terms, each [N]:
     total, policy, value, entropy, plus PPO diagnostics. Kept separate so tests can differentiate one
-    agent's loss alone."""
-    logits, hs, _ = model.unroll(batch.obs, batch.starts, batch.state0.detach())
+    agent's loss alone. The unroll sees the link masks the actors acted with (none lost without them)."""
+    logits, hs, _ = model.unroll(batch.obs, batch.starts, batch.state0.detach(), batch.links)
     log_probs = F.log_softmax(logits, dim=-1)
     logp = log_probs.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
     entropy = -(log_probs.exp() * log_probs).sum(-1)
@@ -98,13 +100,14 @@ class OffPolicyBatch(NamedTuple):
     dones: torch.Tensor
     bootstrap: torch.Tensor
     state0: AgentState
+    links: torch.Tensor | None = None
 
 
 def prepare_off_policy(model: GraphActorCritic, rollout: Rollout, cfg: TrainConfig) -> OffPolicyBatch:
     """Move a rollout to the model's device and compute its learning rewards (targets come later)."""
     x, rewards, state0 = _on_device(model, rollout, cfg)
     return OffPolicyBatch(x["obs"], x["actions"], x["starts"], x["logp"], rewards, x["dones"], x["bootstrap"],
-                          state0)
+                          state0, x.get("links"))
 
 
 def vtrace_losses(model: GraphActorCritic, batch: OffPolicyBatch, cfg: TrainConfig) -> dict[str, torch.Tensor]:
@@ -117,7 +120,7 @@ def vtrace_losses(model: GraphActorCritic, batch: OffPolicyBatch, cfg: TrainConf
     sync a2c update, except that V is recomputed here instead of taken from acting time (equal up to
     floating-point rounding, not bit for bit). GAE lambda, when set, scales the traces c (IMPALA's remark).
     """
-    logits, hs, _ = model.unroll(batch.obs, batch.starts, batch.state0.detach())
+    logits, hs, _ = model.unroll(batch.obs, batch.starts, batch.state0.detach(), batch.links)
     log_probs = F.log_softmax(logits, dim=-1)
     logp = log_probs.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
     entropy = -(log_probs.exp() * log_probs).sum(-1)

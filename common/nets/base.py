@@ -4,6 +4,12 @@ reset at episode starts and the time unroll. An algorithm only says what enters 
 Shapes: B environments, N agents, O observation width, A actions, H hidden width; time T leads when present.
 The public methods take and return env-major tensors ([..., B, N, F]); inside the unroll the recurrent state
 is agent-major ([N, B, F]), the layout of the per-agent batched matmuls.
+
+Message loss (docs/scenarios.md#message-loss): `step` and `unroll` take an optional link mask ([..., B, N, D],
+True/1 where agent i received its neighbour slot s's message at that step). Everything an agent reads of a
+neighbour passes through `NeighbourGather`, which zeroes a lost slot (the padding's fill) or averages over the
+received ones; the neighbourhood critic's neighbour actions and MAPPO's centralised critic are training-time
+information and ignore it. None is no loss, computed exactly as before the mask existed.
 """
 
 from __future__ import annotations
@@ -75,24 +81,26 @@ class GraphActorCritic(nn.Module):
         return AgentLinear(self.n_agents, self.hidden + self.neighbours.width * self.n_actions, 1,
                            self.share_weights)
 
-    def encode_obs(self, obs: torch.Tensor) -> torch.Tensor:
-        """The part of the LSTM input that depends on observations only; applied to a whole window at once."""
+    def encode_obs(self, obs: torch.Tensor, links: torch.Tensor | None = None) -> torch.Tensor:
+        """The part of the LSTM input that depends on observations only; applied to a whole window at once.
+        `links` [..., B, N, D] is the link mask of those observations (None: every message arrives)."""
         raise NotImplementedError
 
     def message_layers(self, steps: int, batch: int) -> dict[str, StepLinear]:
         """The layers `messages` applies step by step, prepared for a window of `steps` steps of `batch` envs."""
         return {}
 
-    def messages(self, layers: dict[str, StepLinear], t: int, h: torch.Tensor, fp: torch.Tensor
-                 ) -> list[torch.Tensor]:
+    def messages(self, layers: dict[str, StepLinear], t: int, h: torch.Tensor, fp: torch.Tensor,
+                 links: torch.Tensor | None = None) -> list[torch.Tensor]:
         """The LSTM inputs of step t that depend on the previous step's state (agent-major h [N, B, H],
         fp [N, B, A]), in their order in the LSTM weight rows; none for algorithms without communication,
-        a single one where `additive_messages`."""
+        a single one where `additive_messages`. `links` [N, B, D] (agent-major) masks the neighbours' messages
+        of this step (None: all arrive)."""
         return []
 
-    def with_neighbours(self, obs: torch.Tensor) -> torch.Tensor:
-        """o'_i = [o_i, o_j for j in N(i)], zero-padded to the largest degree."""
-        return torch.cat([obs, self.neighbours(obs)], dim=-1)
+    def with_neighbours(self, obs: torch.Tensor, links: torch.Tensor | None = None) -> torch.Tensor:
+        """o'_i = [o_i, o_j for j in N(i)], zero-padded to the largest degree; a lost link's o_j reads 0."""
+        return torch.cat([obs, self.neighbours(obs, links)], dim=-1)
 
     def after_optimizer_step(self) -> None:
         """Hook for parameter consensus (ConseNet); a no-op elsewhere."""
@@ -117,14 +125,16 @@ class GraphActorCritic(nn.Module):
             return obs
         return torch.cat([obs, self.agent_id.expand(*obs.shape[:-2], -1, -1)], dim=-1)
 
-    def step(self, obs: torch.Tensor, state: AgentState, starts: torch.Tensor
+    def step(self, obs: torch.Tensor, state: AgentState, starts: torch.Tensor, links: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, AgentState]:
-        """One acting step for all agents of all envs: obs [B, N, O], starts [B] bool -> logits [B, N, A] and
-        the new state (whose fp is the new policy, detached: fingerprints are data, not a gradient path)."""
+        """One acting step for all agents of all envs: obs [B, N, O], starts [B] bool, links [B, N, D] (or
+        None) -> logits [B, N, A] and the new state (whose fp is the new policy, detached: fingerprints are
+        data, not a gradient path)."""
         state = self.reset_where(state, starts)
-        x = self.encode_obs(self._with_id(obs)).transpose(0, 1)  # [N, B, X]
+        x = self.encode_obs(self._with_id(obs), links).transpose(0, 1)  # [N, B, X]
         h, c, fp = (s.transpose(0, 1) for s in state)
-        messages = self.messages(self.message_layers(1, obs.shape[0]), 0, h, fp)
+        links_am = None if links is None else links.transpose(0, 1)  # [N, B, D]
+        messages = self.messages(self.message_layers(1, obs.shape[0]), 0, h, fp, links_am)
         if self.additive_messages:
             x = x + messages[0]
         elif messages:
@@ -139,16 +149,18 @@ class GraphActorCritic(nn.Module):
         onehot = F.one_hot(actions, self.n_actions).to(h.dtype)
         return self.critic(torch.cat([h, self.neighbours(onehot)], dim=-1)).squeeze(-1)
 
-    def unroll(self, obs: torch.Tensor, starts: torch.Tensor, state: AgentState
+    def unroll(self, obs: torch.Tensor, starts: torch.Tensor, state: AgentState, links: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor, AgentState]:
-        """Recompute a window as one graph: obs [T, B, N, O], starts [T, B] -> logits [T, B, N, A],
-        h [T, B, N, H] and the final state. Gradients flow through the messages between steps.
+        """Recompute a window as one graph: obs [T, B, N, O], starts [T, B], links [T, B, N, D] (or None) ->
+        logits [T, B, N, A], h [T, B, N, H] and the final state. Gradients flow through the messages between
+        steps (not through lost ones).
 
         Only what depends on the previous state runs step by step: the observation encoder, its share of
         the LSTM gates and the heads run once on the window, and each step is one matmul per layer on
         agent-major tensors (see `StepLinear`)."""
         steps, batch = starts.shape
-        features = self.encode_obs(self._with_id(obs))  # [T, B, N, X]
+        features = self.encode_obs(self._with_id(obs), links)  # [T, B, N, X]
+        link_steps = [None] * steps if links is None else links.transpose(1, 2).unbind(0)  # T x [N, B, D]
         weight, bias = self.lstm.weight, self.lstm.bias
         if self.additive_messages:  # x W + m W would cost a second matmul: add x to the messages per step
             x_steps = features.transpose(1, 2).contiguous().unbind(0)  # T x [N, B, X]
@@ -164,7 +176,7 @@ class GraphActorCritic(nn.Module):
         for t in range(steps):
             if any_start[t]:
                 h, c, fp = self._reset(AgentState(h, c, fp), (~starts[t]).to(h.dtype)[None, :, None])
-            messages = self.messages(layers, t, h, fp)
+            messages = self.messages(layers, t, h, fp, link_steps[t])
             if self.additive_messages:
                 messages = [x_steps[t] + messages[0]]
             inputs = torch.cat([*messages, h], dim=-1) if messages else h

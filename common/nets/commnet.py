@@ -20,13 +20,13 @@ class CommNet(GraphActorCritic):
 
     additive_messages = True
 
-    def encode_obs(self, obs: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.obs_fc(self.with_neighbours(obs)))
+    def encode_obs(self, obs: torch.Tensor, links: torch.Tensor | None = None) -> torch.Tensor:
+        return F.relu(self.obs_fc(self.with_neighbours(obs, links)))
 
     def message_layers(self, steps: int, batch: int) -> dict[str, StepLinear]:
         return {"msg": self.msg_fc.over_window(steps, batch)}
 
-    def messages(self, layers: dict[str, StepLinear], t: int, h: torch.Tensor, fp: torch.Tensor
-                 ) -> list[torch.Tensor]:
+    def messages(self, layers: dict[str, StepLinear], t: int, h: torch.Tensor, fp: torch.Tensor,
+                 links: torch.Tensor | None = None) -> list[torch.Tensor]:
         nb = self.neighbours
-        return [nb.zero_isolated_am(layers["msg"](t, nb.mean_am(h)))]
+        return [nb.zero_isolated_am(layers["msg"](t, nb.mean_am(h, links)))]

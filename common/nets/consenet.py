@@ -23,8 +23,8 @@ class ConseNet(GraphActorCritic):
         self.obs_fc = self.linear(self.in_dim, self.hidden)
         return self.hidden
 
-    def encode_obs(self, obs: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.obs_fc(obs))
+    def encode_obs(self, obs: torch.Tensor, links: torch.Tensor | None = None) -> torch.Tensor:
+        return F.relu(self.obs_fc(obs))  # the own observation only: no link to lose
 
     @torch.no_grad()
     def after_optimizer_step(self) -> None:

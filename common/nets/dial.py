@@ -25,15 +25,15 @@ class DIAL(GraphActorCritic):
     uses_fingerprint = True
     additive_messages = True
 
-    def encode_obs(self, obs: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.obs_fc(self.with_neighbours(obs)))
+    def encode_obs(self, obs: torch.Tensor, links: torch.Tensor | None = None) -> torch.Tensor:
+        return F.relu(self.obs_fc(self.with_neighbours(obs, links)))
 
     def message_layers(self, steps: int, batch: int) -> dict[str, StepLinear]:
         return {"msg": self.msg_fc.over_window(steps, batch, self.neighbours.mask)}
 
-    def messages(self, layers: dict[str, StepLinear], t: int, h: torch.Tensor, fp: torch.Tensor
-                 ) -> list[torch.Tensor]:
+    def messages(self, layers: dict[str, StepLinear], t: int, h: torch.Tensor, fp: torch.Tensor,
+                 links: torch.Tensor | None = None) -> list[torch.Tensor]:
         nb = self.neighbours
-        m = nb.zero_isolated_am(F.relu(layers["msg"](t, nb.gather_am(h))))
+        m = nb.zero_isolated_am(F.relu(layers["msg"](t, nb.gather_am(h, links))))
         own_action = self.action_onehot.index_select(0, fp.argmax(dim=-1).flatten()).view_as(m)
         return [m + own_action]

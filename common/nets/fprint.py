@@ -20,13 +20,13 @@ class FPrint(GraphActorCritic):
 
     uses_fingerprint = True
 
-    def encode_obs(self, obs: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.obs_fc(self.with_neighbours(obs)))
+    def encode_obs(self, obs: torch.Tensor, links: torch.Tensor | None = None) -> torch.Tensor:
+        return F.relu(self.obs_fc(self.with_neighbours(obs, links)))
 
     def message_layers(self, steps: int, batch: int) -> dict[str, StepLinear]:
         return {"fp": self.fp_fc.over_window(steps, batch, self.neighbours.mask)}
 
-    def messages(self, layers: dict[str, StepLinear], t: int, h: torch.Tensor, fp: torch.Tensor
-                 ) -> list[torch.Tensor]:
+    def messages(self, layers: dict[str, StepLinear], t: int, h: torch.Tensor, fp: torch.Tensor,
+                 links: torch.Tensor | None = None) -> list[torch.Tensor]:
         nb = self.neighbours
-        return [nb.zero_isolated_am(F.relu(layers["fp"](t, nb.gather_am(fp))))]
+        return [nb.zero_isolated_am(F.relu(layers["fp"](t, nb.gather_am(fp, links))))]

@@ -15,5 +15,5 @@ class IA2C(GraphActorCritic):
         self.obs_fc = self.linear(self.in_dim * (1 + self.neighbours.width), self.hidden)
         return self.hidden
 
-    def encode_obs(self, obs: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.obs_fc(self.with_neighbours(obs)))
+    def encode_obs(self, obs: torch.Tensor, links: torch.Tensor | None = None) -> torch.Tensor:
+        return F.relu(self.obs_fc(self.with_neighbours(obs, links)))

@@ -173,9 +173,14 @@ class AgentLSTMCell(nn.Module):
 
 class NeighbourGather(nn.Module):
     """x [..., N, F] -> [..., N, D*F]: agent i's row holds x_j of its neighbours j (sorted), zero-padded to the
-    largest degree D; `mean` gives the neighbourhood average instead. The `*_am` variants take agent-major
+    largest degree D; `mean_am` gives the neighbourhood average instead. The `*_am` variants take agent-major
     x [N, B, F] and leave the padding slots unzeroed (the `StepLinear` reading them ignores them, given
-    `mask`). The graph lives in buffers, so it travels with the model's state and device."""
+    `mask`). The graph lives in buffers, so it travels with the model's state and device.
+
+    Every gather takes an optional link mask (message loss, docs/scenarios.md#message-loss): 1 where agent i
+    received neighbour slot s's message at that step, 0 where it was lost; env-major [..., B, N, D] for
+    `forward`/`padded`, agent-major [N, B, D] for the `*_am` variants. A lost slot reads 0, the padding's fill,
+    and the mean is over the received slots (0 when none). None is the graph alone, computed as before."""
 
     def __init__(self, adjacency: np.ndarray) -> None:
         super().__init__()
@@ -199,27 +204,36 @@ class NeighbourGather(nn.Module):
         weights = mask / np.maximum(degree, 1.0)[:, None]
         self.register_buffer("mean_weights", torch.from_numpy(weights[:, :, None, None]), persistent=False)
 
-    def padded(self, x: torch.Tensor) -> torch.Tensor:
-        """[..., N, F] -> [..., N, D, F], zeros in the padding slots."""
+    def padded(self, x: torch.Tensor, links: torch.Tensor | None = None) -> torch.Tensor:
+        """[..., N, F] -> [..., N, D, F], zeros in the padding slots (and in lost links' slots)."""
         n, f = x.shape[-2], x.shape[-1]
         picked = x.index_select(-2, self.index).reshape(*x.shape[:-2], n, self.width, f)
+        if links is not None:
+            return picked * (self.mask * links.to(x.dtype).unsqueeze(-1))
         return picked * self.mask
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.padded(x).flatten(-2)
+    def forward(self, x: torch.Tensor, links: torch.Tensor | None = None) -> torch.Tensor:
+        return self.padded(x, links).flatten(-2)
 
-    def gather_am(self, x: torch.Tensor) -> torch.Tensor:
-        """Agent-major [N, B, F] -> [N, B, D*F], padding slots unspecified (finite)."""
+    def gather_am(self, x: torch.Tensor, links: torch.Tensor | None = None) -> torch.Tensor:
+        """Agent-major [N, B, F] -> [N, B, D*F], padding slots unspecified (finite); lost links' slots 0."""
         n, b, f = x.shape
         picked = x.index_select(0, self.index)  # [N*D, B, F]
+        if links is not None:  # [N, B, D] -> the gathered layout [N, D, B, 1]
+            picked = picked.view(n, self.width, b, f) * links.to(x.dtype).transpose(1, 2).unsqueeze(-1)
         if b == 1:  # already [N, 1, D*F] in memory; skipping the reshapes saves ops in both passes
             return picked.view(n, 1, self.width * f)
         return picked.view(n, self.width, b, f).transpose(1, 2).reshape(n, b, self.width * f)
 
-    def mean_am(self, x: torch.Tensor) -> torch.Tensor:
-        """Agent-major [N, B, F] -> [N, B, F]: the neighbourhood average (zero for an isolated agent)."""
+    def mean_am(self, x: torch.Tensor, links: torch.Tensor | None = None) -> torch.Tensor:
+        """Agent-major [N, B, F] -> [N, B, F]: the neighbourhood average (zero for an isolated agent); with
+        links [N, B, D], the average of the received slots (zero when none arrived)."""
         n, b, f = x.shape
-        return (x.index_select(0, self.index).view(n, self.width, b, f) * self.mean_weights).sum(1)
+        weights = self.mean_weights
+        if links is not None:
+            received = links.to(x.dtype) * self.mask.view(n, 1, self.width)  # [N, B, D]
+            weights = (received / received.sum(-1, keepdim=True).clamp(min=1.0)).transpose(1, 2).unsqueeze(-1)
+        return (x.index_select(0, self.index).view(n, self.width, b, f) * weights).sum(1)
 
     def zero_isolated(self, x: torch.Tensor) -> torch.Tensor:
         """x [..., N, F] with the rows of agents without neighbours zeroed (their message is empty); the

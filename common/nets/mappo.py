@@ -36,8 +36,8 @@ class MAPPO(GraphActorCritic):
         self.obs_fc = self.linear(self.in_dim, self.hidden)
         return self.hidden
 
-    def encode_obs(self, obs: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.obs_fc(obs))
+    def encode_obs(self, obs: torch.Tensor, links: torch.Tensor | None = None) -> torch.Tensor:
+        return F.relu(self.obs_fc(obs))  # the own observation only: no link to lose
 
     def build_critic(self) -> nn.Module:
         return GlobalCritic(self.n_agents, self.obs_dim, self.hidden)

@@ -23,17 +23,17 @@ class NeurComm(GraphActorCritic):
 
     uses_fingerprint = True
 
-    def encode_obs(self, obs: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.obs_fc(self.with_neighbours(obs)))
+    def encode_obs(self, obs: torch.Tensor, links: torch.Tensor | None = None) -> torch.Tensor:
+        return F.relu(self.obs_fc(self.with_neighbours(obs, links)))
 
     def message_layers(self, steps: int, batch: int) -> dict[str, StepLinear]:
         nb = self.neighbours
         return {"fp": self.fp_fc.over_window(steps, batch, nb.mask),
                 "msg": self.msg_fc.over_window(steps, batch, nb.mask)}
 
-    def messages(self, layers: dict[str, StepLinear], t: int, h: torch.Tensor, fp: torch.Tensor
-                 ) -> list[torch.Tensor]:
+    def messages(self, layers: dict[str, StepLinear], t: int, h: torch.Tensor, fp: torch.Tensor,
+                 links: torch.Tensor | None = None) -> list[torch.Tensor]:
         nb = self.neighbours
-        p = nb.zero_isolated_am(F.relu(layers["fp"](t, nb.gather_am(fp))))
-        m = nb.zero_isolated_am(F.relu(layers["msg"](t, nb.gather_am(h))))
+        p = nb.zero_isolated_am(F.relu(layers["fp"](t, nb.gather_am(fp, links))))
+        m = nb.zero_isolated_am(F.relu(layers["msg"](t, nb.gather_am(h, links))))
         return [p, m]
