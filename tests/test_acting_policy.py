@@ -29,10 +29,11 @@ def _graph(isolated: bool) -> np.ndarray:
     return adj
 
 
-def _torch_step(model, obs, starts, state, u):
+def _torch_step(model, obs, starts, state, u, links=None):
     """The learner's forward for one acting step, sampling with the acting path's inverse-CDF rule."""
     with torch.no_grad():
-        logits, new = model.step(torch.from_numpy(obs), state, torch.from_numpy(starts))
+        logits, new = model.step(torch.from_numpy(obs), state, torch.from_numpy(starts),
+                                 None if links is None else torch.from_numpy(links))
         actions = sample_from_probs(F.softmax(logits, dim=-1).numpy(), u)
         a = torch.from_numpy(actions)
         logp = F.log_softmax(logits, dim=-1).gather(-1, a.unsqueeze(-1)).squeeze(-1)
@@ -40,8 +41,9 @@ def _torch_step(model, obs, starts, state, u):
     return logits.numpy(), new, actions, logp.numpy(), values.numpy()
 
 
+@pytest.mark.parametrize("lossy", [False, True])  # lossy: random link masks (message loss, padding slots too)
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_fast_step_agrees_with_the_torch_forward(algorithm):
+def test_fast_step_agrees_with_the_torch_forward(algorithm, lossy):
     rng = np.random.default_rng(0)
     for share_weights, isolated in [(False, False), (True, True)]:
         cfg = ModelConfig(algorithm=algorithm, share_weights=share_weights)
@@ -59,8 +61,9 @@ def test_fast_step_agrees_with_the_torch_forward(algorithm):
             obs = rng.standard_normal((batch, 6, OBS)).astype(np.float32)
             starts = np.array([t == 0, t == 3, False])  # a reset mid-run in one env, none in another
             u = rng.random((batch, 6))
-            out = policy.act(obs, starts, fast, u)
-            logits, new, actions, logp, values = _torch_step(model, obs, starts, ref, u)
+            links = rng.random((batch, 6, model.neighbours.width)) >= 0.4 if lossy else None
+            out = policy.act(obs, starts, fast, u, links)
+            logits, new, actions, logp, values = _torch_step(model, obs, starts, ref, u, links)
             np.testing.assert_array_equal(out.actions, actions)
             for name, got, want in [("logits", out.logits, logits), ("values", out.values, values),
                                     ("logp", out.logp, logp), ("h", out.state.h, new.h.numpy()),
