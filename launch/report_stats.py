@@ -43,3 +43,22 @@ def interval_cell(mean: float, half: float, n: int, fmt: str) -> str:
     if n == 1:
         return fmt.format(mean) + "†"
     return f"{fmt.format(mean)} ± {fmt.format(half)}"
+
+
+def difference_interval(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """(mean(a) − mean(b), half-width of its 95 % Welch interval) over the finite values: training seeds of two
+    methods are independent samples with unequal spread, so the interval uses Welch–Satterthwaite's degrees of
+    freedom (rounded down, as the t table is per integer). The half-width is NaN when either side has < 2
+    values or both have no spread."""
+    x = np.asarray([v for v in a if v is not None and np.isfinite(v)], dtype=np.float64)
+    y = np.asarray([v for v in b if v is not None and np.isfinite(v)], dtype=np.float64)
+    if x.size == 0 or y.size == 0:
+        return float("nan"), float("nan")
+    diff = float(x.mean() - y.mean())
+    if x.size < 2 or y.size < 2:
+        return diff, float("nan")
+    vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    if vx + vy == 0.0:
+        return diff, float("nan")
+    df = (vx + vy) ** 2 / (vx**2 / (x.size - 1) + vy**2 / (y.size - 1))
+    return diff, t_critical(max(1, math.floor(df))) * math.sqrt(vx + vy)

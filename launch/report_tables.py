@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from launch.report_stats import interval_cell, mean_interval
+from launch.report_stats import difference_interval, interval_cell, mean_interval
 from launch.study_results import Group
 from launch.training_curves import CURVE_BIN_STEPS, EFFICIENCY_WINDOW_STEPS, learning_facts
 from simsvc.controllers import CONTROLLER_LABELS
@@ -96,6 +96,35 @@ def ranking_lines(group_list: Sequence[Group], controllers: dict[str, dict[str, 
             where = "below" if value < m1 - h1 else "above" if value > m1 + h1 else "inside"
             text += f"; the controller's value lies {where} {focus}'s interval."
     return [text, ""]
+
+
+COMMUNICATING = ("powernet", "neurcomm", "commnet", "dial")  # methods whose agents exchange learned messages
+
+
+def communication_lines(group_list: Sequence[Group], system: str, reference: str = "ia2c") -> list[str]:
+    """Whether communication helps: each communicating method's evaluation return minus the independent
+    learner's (`reference`, same override tag), with the 95 % Welch interval of the difference over training
+    seeds, and a verdict that claims a difference only when the interval excludes zero. Empty unless the
+    study has the reference and at least one communicating method."""
+    groups = [g for g in group_list if g.system == system and g.evaluated]
+    refs = {g.tag: g for g in groups if g.algorithm == reference}
+    pairs = [(g, refs[g.tag]) for g in groups if g.algorithm in COMMUNICATING and g.tag in refs]
+    if not pairs:
+        return []
+    lines = [f"**Communication against {reference} on {system}** (evaluation return, difference of the means over "
+             "training seeds, 95 % Welch interval):", "",
+             "| method | overrides | difference | 95 % interval | verdict |", "|---|---|---|---|---|"]
+    for g, ref in sorted(pairs, key=lambda p: -p[0].stat("mean_return")[0]):
+        diff, half = difference_interval([r.summary["mean_return"] for r in g.evaluated],
+                                         [r.summary["mean_return"] for r in ref.evaluated])
+        if math.isnan(half):
+            span, verdict = "–", "no interval (fewer than 2 seeds or no spread)"
+        else:
+            span = f"[{diff - half:+.3f}, {diff + half:+.3f}]"
+            verdict = (f"better than {reference}" if diff - half > 0 else
+                       f"worse than {reference}" if diff + half < 0 else "no difference shown")
+        lines.append(f"| {g.algorithm} | {g.tag} | {diff:+.3f} | {span} | {verdict} |")
+    return lines + [""]
 
 
 EFFICIENCY_SHARE = 0.9  # the threshold lies this share of the way from the starting to the best final return

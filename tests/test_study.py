@@ -5,6 +5,7 @@ and the α/β heat map from a synthetic study."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -21,8 +22,8 @@ from proc_helpers import alive, kill_all, wait_gone
 from common.errors import InputError
 from launch.cli import main
 from launch.report import write_report
-from launch.report_stats import mean_interval, t_critical
-from launch.report_tables import efficiency_lines, ranking_lines
+from launch.report_stats import difference_interval, mean_interval, t_critical
+from launch.report_tables import communication_lines, efficiency_lines, ranking_lines
 from launch.run_state import FINISHED, RUN_SPEC, last_env_steps
 from launch.scheduler import RunningTask, Task, estimate_left_s, format_duration, time_left_s
 from launch.study_archive import compact_metrics
@@ -344,6 +345,34 @@ def test_ranking_paragraph_states_rank_margin_and_interval_overlap():
     assert ranking_lines([_group("powernet", [1.0])], controllers, "microgrid-6") == []  # nothing to compare
     single = ranking_lines([_group("powernet", [1.0]), _group("ia2c", [2.0])], {}, "microgrid-6")[0]
     assert "single training seeds" in single
+
+
+def test_difference_interval_matches_welchs_t_interval_from_scipy():
+    from scipy import stats
+
+    a, b = [5.1, 5.4, 4.9, 5.3], [4.2, 4.9, 4.4]
+    diff, half = difference_interval(a, b)
+    t = stats.ttest_ind(a, b, equal_var=False)
+    df = math.floor(t.df)  # our table is per integer degree of freedom
+    se = math.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))
+    assert diff == pytest.approx(np.mean(a) - np.mean(b))
+    assert half == pytest.approx(stats.t.ppf(0.975, df) * se, rel=1e-4)
+    assert math.isnan(difference_interval([1.0], [2.0, 3.0])[1])  # one seed: no interval
+    assert math.isnan(difference_interval([1.0, 1.0], [2.0, 2.0])[1])  # no spread: no interval
+
+
+def test_communication_paragraph_claims_a_difference_only_beyond_the_welch_interval():
+    groups = [_group("ia2c", [4.0, 4.1, 3.9]), _group("powernet", [5.0, 5.1, 4.9]),
+              _group("dial", [3.0, 3.1, 2.9]), _group("commnet", [3.5, 4.6, 4.0]), _group("mappo", [9.0, 9.1, 9.2])]
+    lines = communication_lines(groups, "microgrid-6")
+    rows = {line.split(" | ")[0].strip("| "): line for line in lines if line.startswith("| ") and "---" not in line}
+    assert "| powernet | base | +1.000 |" in rows["powernet"] and "better than ia2c" in rows["powernet"]
+    assert "worse than ia2c" in rows["dial"]
+    assert "no difference shown" in rows["commnet"]
+    assert "mappo" not in rows  # not a communicating method
+    assert communication_lines([_group("powernet", [5.0, 5.1])], "microgrid-6") == []  # no reference
+    single = communication_lines([_group("ia2c", [4.0]), _group("dial", [5.0, 5.2])], "microgrid-6")
+    assert any("no interval" in line for line in single)
 
 
 def _curve_run(root: Path, algorithm: str, seed: int, returns: np.ndarray) -> RunResult:
