@@ -20,7 +20,14 @@ from common.errors import InputError
 from launch.provenance import git_commit, has_uncommitted_changes, machine
 from launch.report_figures import plot_heatmap, plot_learning_curves, plot_voltages
 from launch.report_stats import interval_cell
-from launch.report_tables import communication_lines, efficiency_lines, ranking_lines, results_table, write_csv
+from launch.report_tables import (
+    communication_lines,
+    efficiency_lines,
+    ranking_lines,
+    results_table,
+    scenario_note,
+    write_csv,
+)
 from launch.run_state import RUN_SPEC, last_env_steps
 from launch.study_results import Group, RunResult, collect, groups_of, read_baselines, read_invocations
 from launch.study_spec import ALPHA_KEY, BETA_KEY
@@ -96,6 +103,7 @@ def _system_lines(study_dir: Path, out: Path, group_list: Sequence[Group], contr
     lines = [f"## {system}", ""]
     lines += results_table(group_list, controllers, system, csv_rows)
     lines.append("")
+    lines += scenario_note(controllers)
     lines += ranking_lines(group_list, controllers, system)
     lines += communication_lines(group_list, system)
     lines += efficiency_lines(group_list, system, efficiency_rows)

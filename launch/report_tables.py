@@ -64,6 +64,18 @@ def results_table(group_list: Sequence[Group], controllers: dict[str, dict[str, 
     return lines
 
 
+def scenario_note(controllers: dict[str, dict[str, Any]]) -> list[str]:
+    """Under the table of a study on a scenario: which baselines were fitted for what, so that nobody reads the
+    classic-fitted rows as the strongest simple rules of that scenario. Empty on `classic`."""
+    scenario = next((c["scenario"] for c in controllers.values() if c.get("scenario")), None)
+    if not scenario:
+        return []
+    return [f"The controllers ran on scenario `{scenario}`: the fitted constant and per-DG set-points are the ones "
+            "fitted on `classic`, the local rule is not refitted, and the oracle looks ahead with the scenario's "
+            f"reward. Rules fitted for `{scenario}` itself are often stronger: `powernet gap --scenario {scenario}` "
+            "fits and tables them.", ""]
+
+
 def ranking_lines(group_list: Sequence[Group], controllers: dict[str, dict[str, Any]], system: str,
                   focus: str = "powernet") -> list[str]:
     """Where `focus` ranks among the learned methods by evaluation return, its margin over the best other one

@@ -31,7 +31,13 @@ def run_episode(system: System, controller: str, seed: int, disturbance: str = "
     """One MDP episode (warm-up included in the trace) with the controller choosing every set-point from what
     the DGs measured (`VecMicrogridEnv.measured`: with the scenario's noise and delay)."""
     env = MicrogridEnv(system, disturbance=disturbance, dg_model=dg_model, trace_dt_s=TRACE_DT_S, scenario=scenario)
-    ctrl = make_controller(controller, system, seed, grid=env.vec.grid, scenario=env.vec.scenario)
+    if controller == "oracle" and not env.vec.scenario.is_classic:
+        # the gap table's oracle: scored with the scenario's reward (sharing, load buses), not the voltage term alone
+        from simsvc.gap import MeasuredStateOracle
+
+        ctrl = MeasuredStateOracle(env.vec)
+    else:
+        ctrl = make_controller(controller, system, seed, grid=env.vec.grid, scenario=env.vec.scenario)
     env.reset(seed)
     vs, rs = [], []
     done = False

@@ -108,3 +108,16 @@ def test_every_controller_is_known_to_the_factory():
     env = MicrogridEnv(MG6, disturbance="episode")
     for name in CONTROLLERS:
         assert make_controller(name, MG6, grid=env.vec.grid) is not None
+
+
+def test_on_a_scenario_the_study_oracle_is_the_gap_tables_oracle_scored_with_the_scenarios_reward():
+    from simsvc.gap import batch_episodes, gap_controller
+    from simsvc.scenarios import load_scenario
+
+    system, sc = load_system("microgrid-6"), load_scenario("sharing")
+    study = run_episode(system, "oracle", 2000, disturbance=sc.evaluation_disturbance(), scenario=sc)
+    gap = batch_episodes(system, sc, [2000], gap_controller("oracle", system, {}))
+    assert study.rewards.sum() == pytest.approx(float(gap["returns"][0]), abs=1e-9)
+    # the voltage-only look-ahead (the classic oracle) on the same episode scores less on this reward
+    voltage_only = batch_episodes(system, sc, [2000], lambda env: make_controller("oracle", system, grid=env.grid))
+    assert float(voltage_only["returns"][0]) < study.rewards.sum() - 1e-3

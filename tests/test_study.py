@@ -23,7 +23,7 @@ from common.errors import InputError
 from launch.cli import main
 from launch.report import write_report
 from launch.report_stats import difference_interval, mean_interval, t_critical
-from launch.report_tables import communication_lines, efficiency_lines, ranking_lines
+from launch.report_tables import communication_lines, efficiency_lines, ranking_lines, scenario_note
 from launch.run_state import FINISHED, RUN_SPEC, last_env_steps
 from launch.scheduler import RunningTask, Task, estimate_left_s, format_duration, time_left_s
 from launch.study_archive import compact_metrics
@@ -373,6 +373,13 @@ def test_communication_paragraph_claims_a_difference_only_beyond_the_welch_inter
     assert communication_lines([_group("powernet", [5.0, 5.1])], "microgrid-6") == []  # no reference
     single = communication_lines([_group("ia2c", [4.0]), _group("dial", [5.0, 5.2])], "microgrid-6")
     assert any("no interval" in line for line in single)
+
+
+def test_a_scenario_studys_report_says_which_baselines_were_fitted_where():
+    assert scenario_note({"local": {"mean_return": 1.0}}) == []  # classic: nothing to say
+    note = scenario_note({"local": {"mean_return": 1.0, "scenario": "sensoroutage"}})[0]
+    assert "scenario `sensoroutage`" in note and "fitted on `classic`" in note
+    assert "powernet gap --scenario sensoroutage" in note
 
 
 def _curve_run(root: Path, algorithm: str, seed: int, returns: np.ndarray) -> RunResult:
