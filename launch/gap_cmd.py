@@ -1,8 +1,9 @@
 """`powernet gap`: the information gap of scenarios on one system (docs/scenarios.md#the-information-gap).
 
-For each scenario: fit the per-DG constants and the local rule on training seeds, run droop, secondary, the
-local rule, the two fitted rules and the oracle look-ahead on the evaluation seeds, and report the gap,
-(oracle − best local) / (oracle − droop). Writes OUT/SHORT-SCENARIO.json per scenario, OUT/gap-SHORT.md (the
+For each scenario: fit the per-DG constants and the local rule (and, with sensor faults, the neighbour rule) on
+training seeds, run droop, secondary, the local rule, the fitted rules and the oracle look-ahead on the
+evaluation seeds, and report the gap, (oracle − best local) / (oracle − droop), and the share of it the
+neighbour rule wins back. Writes OUT/SHORT-SCENARIO.json per scenario, OUT/gap-SHORT.md (the
 table) and, with --figures, OUT/SHORT-SCENARIO.png (DG voltages of the strongest non-oracle controller and
 droop on the first evaluation seed).
 """
@@ -21,7 +22,7 @@ from launch.errors import exit_on_user_error
 
 TRAIN_SEEDS = (0, 8)  # first training seed and count for the fitted rules: far below the evaluation seeds
 LABELS = {"droop": "droop", "secondary": "secondary", "local": "local rule", "per-dg-fit": "per-DG constants (fitted)",
-          "local-fit": "local rule (fitted)", "oracle": "oracle look-ahead"}
+          "local-fit": "local rule (fitted)", "neighbour-fit": "neighbour rule (fitted)", "oracle": "oracle look-ahead"}
 
 
 @click.command("gap")
@@ -36,11 +37,14 @@ LABELS = {"droop": "droop", "secondary": "secondary", "local": "local rule", "pe
               help=f"training seeds {TRAIN_SEEDS[0]}..N-1 the fitted rules are fitted on")
 @click.option("--fit-sweeps", type=int, default=2, show_default=True,
               help="coordinate-search sweeps of the fitted rules (per-DG constants, fitted local rule)")
+@click.option("--reuse", "reuse_dir", type=click.Path(file_okay=False),
+              help="a folder of earlier results (SHORT-SCENARIO.json) of the same seeds and sweeps: their fitted "
+                   "rules and controller rows are kept, only what they lack is fitted and run")
 @click.option("--figures/--no-figures", default=True, show_default=True, help="write a voltage-trace PNG per scenario")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="output folder")
 @exit_on_user_error
 def gap(system_name: str, scenarios: str, episodes: int, seed: int, train_seeds: int, fit_sweeps: int,
-        figures: bool, out_dir: str) -> None:
+        reuse_dir: str | None, figures: bool, out_dir: str) -> None:
     """Measure the information gap of scenarios: oracle against the best rule a DG can run alone."""
     from common.errors import InputError
     from launch.eval_protocol import evaluation_seeds
@@ -68,7 +72,14 @@ def gap(system_name: str, scenarios: str, episodes: int, seed: int, train_seeds:
     for sc in chosen:
         click.echo(f"{system.name} · {sc.name}")
         t0 = time.monotonic()
-        result = measure_gap(system, sc, eval_seeds, fit_seeds, say=click.echo, fit_sweeps=fit_sweeps)
+        earlier = reusable(reuse_dir, f"{short}-{sc.name}.json", system.name, sc.name, eval_seeds, fit_seeds,
+                           fit_sweeps)
+        result = measure_gap(system, sc, eval_seeds, fit_seeds, say=click.echo, fit_sweeps=fit_sweeps,
+                             reuse=earlier)
+        if earlier:
+            result["reused"] = {"from": str(Path(reuse_dir or ".") / f"{short}-{sc.name}.json"),
+                                "commit": earlier.get("commit"), "command": earlier.get("command"),
+                                "wall_s": earlier.get("wall_s")}
         result.update({"system": system.name, "scenario": sc.name, "eval_seeds": eval_seeds,
                        "train_seeds": fit_seeds, "fit_sweeps": fit_sweeps, "wall_s": round(time.monotonic() - t0, 1),
                        "command": command, "commit": git_commit(), "uncommitted_changes": has_uncommitted_changes()})
@@ -78,24 +89,50 @@ def gap(system_name: str, scenarios: str, episodes: int, seed: int, train_seeds:
         results[sc.name] = result
         if result.get("gap") is not None:
             click.echo(f"  gap {100 * result['gap']:.1f} % of droop-to-oracle ({result['best_local']} best local)")
+        if result.get("neighbour_share") is not None:
+            click.echo(f"  the neighbour rule wins back {100 * result['neighbour_share']:.0f} % of it")
     table = gap_table(system.name, results)
     (out / f"gap-{short}.md").write_text(table)
     click.echo(table)
     click.echo(f"wrote {out}")
 
 
+def reusable(folder: str | None, name: str, system: str, scenario: str, eval_seeds: list[int],
+             train_seeds: list[int], fit_sweeps: int) -> dict[str, Any] | None:
+    """The earlier result folder/name when it measured the same system, scenario, seeds and sweeps (None
+    without a folder or file); one that measured something else is refused, not silently mixed in."""
+    from common.errors import InputError
+
+    path = Path(folder or "") / name
+    if folder is None or not path.is_file():
+        return None
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--reuse: cannot read {path}: {exc}") from None
+    wanted = {"system": system, "scenario": scenario, "eval_seeds": eval_seeds, "train_seeds": train_seeds,
+              "fit_sweeps": fit_sweeps}
+    differ = [k for k, v in wanted.items() if not isinstance(earlier, dict) or earlier.get(k) != v]
+    if differ or not isinstance(earlier.get("controllers"), dict) or not isinstance(earlier.get("fitted"), dict):
+        raise InputError(f"--reuse: {path} measured other {', '.join(differ) or 'contents'} than this run asks for")
+    return earlier
+
+
 def gap_table(system_name: str, results: dict[str, dict[str, Any]]) -> str:
-    """A Markdown table: one row per scenario, mean evaluation returns of every controller and the gap."""
-    names = ["droop", "secondary", "local", "per-dg-fit", "local-fit", "oracle"]
-    head = "| scenario | " + " | ".join(LABELS[n] for n in names) + " | best local | gap |\n"
+    """A Markdown table: one row per scenario, mean evaluation returns of every controller, the gap and the
+    share of it the neighbour rule wins back."""
+    names = ["droop", "secondary", "local", "per-dg-fit", "local-fit", "neighbour-fit", "oracle"]
+    head = "| scenario | " + " | ".join(LABELS[n] for n in names) + " | best local | gap | neighbour rule's share |\n"
     lines = [f"{system_name}, mean evaluation return over the evaluation seeds\n\n", head,
-             "|" + "---|" * (len(names) + 3) + "\n"]
+             "|" + "---|" * (len(names) + 4) + "\n"]
     for scenario, result in results.items():
         rows = result["controllers"]
         cells = [f"{rows[n]['mean_return']:.3f}" if n in rows else "–" for n in names]
-        gap_value = result.get("gap")
+        gap_value, share = result.get("gap"), result.get("neighbour_share")
         gap_text = "–" if gap_value is None else f"{100 * gap_value:.1f} %"
-        lines.append(f"| {scenario} | " + " | ".join(cells) + f" | {result.get('best_local', '–')} | {gap_text} |\n")
+        share_text = "–" if share is None else f"{100 * share:.0f} %"
+        lines.append(f"| {scenario} | " + " | ".join(cells)
+                     + f" | {result.get('best_local', '–')} | {gap_text} | {share_text} |\n")
     return "".join(lines)
 
 

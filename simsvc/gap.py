@@ -1,5 +1,6 @@
 """The information gap of a scenario (docs/scenarios.md#the-information-gap): how much of the way from droop
-control to a centralised look-ahead the best controllers that read only their own DG's measurement cover.
+control to a centralised look-ahead the best controllers that read only their own DG's measurement cover, and
+how much of what is left a simple rule that reads its neighbours' messages wins back.
 
 Every controller here runs whole episodes of a scenario in one batch of environments (one env per episode
 seed, or per seed and candidate while fitting), deciding from what the DGs measured (`measured()`: with the
@@ -16,13 +17,15 @@ import numpy as np
 
 from simsvc.controllers import FixedSetpoints, OneStepOracle, controller_setpoints, make_controller
 from simsvc.env import VecMicrogridEnv, apply_load_factors, scenario_rewards
+from simsvc.links import received_adjacency
 from simsvc.lookahead import coordinate_search
 from simsvc.metrics import episode_summary
 from simsvc.reward import DIVERGED_REWARD
 from simsvc.scenarios import Scenario
 from simsvc.systems import DG_COL, System, nearest_action, setpoint_choices
 
-GAP_CONTROLLERS = ("droop", "secondary", "local", "per-dg-fit", "local-fit", "oracle")
+GAP_CONTROLLERS = ("droop", "secondary", "local", "per-dg-fit", "local-fit", "neighbour-fit", "oracle")
+LOCAL_CONTROLLERS = ("local", "per-dg-fit", "local-fit")  # what a DG can run on its own measurement alone
 LOCAL_OFFSETS_V = np.arange(-15.0, 15.01, 2.5)   # the fitted local rule's offset grid o_i (V)
 LOCAL_GAINS = np.array([0.5, 0.75, 1.0, 1.25, 1.5])  # ... and its gain grid g_i
 # with sensor faults: gain 0 (a constant set-point) and offsets over the whole set-point range as well
@@ -45,13 +48,43 @@ class LocalRule:
         self.n_q = system.dg_params[:, DG_COL["n_q"]]
         self.choices = setpoint_choices(system)
 
-    def setpoints(self, meas: Any, vn_v: np.ndarray) -> np.ndarray:
-        wanted = self.system.v_nom_v + self.gain * self.n_q * meas.q_var + self.offset_v
+    def setpoints(self, meas: Any, vn_v: np.ndarray, links: np.ndarray | None = None) -> np.ndarray:
+        wanted = self.system.v_nom_v + self.gain * self.droop_term_v(meas, links) + self.offset_v
         failed = np.isnan(wanted)
         if failed.any():
             held = vn_v if self.fallback_v is None else np.broadcast_to(self.fallback_v, vn_v.shape)
             wanted = np.where(failed, held, wanted)
         return self.choices[nearest_action(self.system, wanted)]
+
+    def droop_term_v(self, meas: Any, links: np.ndarray | None) -> np.ndarray:
+        """n_Q,i·Q_i (V) [E, N] from each DG's own measured Q; NaN where its sensor has failed."""
+        return self.n_q * meas.q_var
+
+
+class NeighbourRule(LocalRule):
+    """The fitted local rule, except that a DG whose sensor has failed runs it on what its neighbours send:
+    in place of its own n_Q,i·Q_i it takes the mean of n_Q,j·Q_j (V) over its neighbours j whose sensors work
+    and whose message arrived this step (`links`, under message loss). With reactive power shared in proportion
+    to the ratings n_Q·Q is the same at every DG, so a neighbour's droop term is a failed DG's best guess at its
+    own. With no such neighbour heard it holds `fallback_v`. A DG whose sensor works reads only its own Q, as in
+    LocalRule. One number per neighbour and step: the simplest use of a message, and a floor for what the
+    learned communicating methods should reach (docs/scenarios.md#a-rule-that-reads-its-neighbours)."""
+
+    reads_links = True  # `controller_setpoints` hands it the environment's link mask
+
+    def droop_term_v(self, meas: Any, links: np.ndarray | None) -> np.ndarray:
+        own = self.n_q * meas.q_var
+        failed = np.isnan(own)
+        if not failed.any():
+            return own
+        graph = self.system.agent_adjacency
+        if links is None:
+            heard = np.broadcast_to(graph.astype(np.float64), (len(own), *graph.shape))
+        else:
+            heard = received_adjacency(graph, links)
+        count = np.einsum("eij,ej->ei", heard, (~failed).astype(np.float64))
+        total = np.einsum("eij,ej->ei", heard, np.where(failed, 0.0, own))
+        return np.where(failed & (count > 0), total / np.maximum(count, 1.0), own)
 
 
 class MeasuredStateOracle(OneStepOracle):
@@ -166,10 +199,23 @@ def fit_local_rule(system: System, scenario: Scenario, seeds: Sequence[int], swe
     return max(fits, key=lambda fit: fit["train_return"])
 
 
+def fit_neighbour_rule(system: System, scenario: Scenario, seeds: Sequence[int], local_fit: dict[str, Any],
+                       sweeps: int = FIT_SWEEPS) -> dict[str, Any]:
+    """The neighbour rule's gain, offset and fallback per DG for a scenario with sensor faults: the same family
+    and coordinate search as the fitted local rule's, started from the fitted local rule's parameters
+    (`local_fit`), by mean return on `seeds`."""
+    if scenario.fault_count(system.n_dg) == 0:
+        raise ValueError(f"scenario {scenario.name} has no sensor faults: the neighbour rule is the local rule")
+    start = [np.asarray(local_fit[k], dtype=np.float64).copy() for k in ("gain", "offset_v", "fallback_v")]
+    return _search_local_rule(system, scenario, seeds, sweeps, *start, FAULT_OFFSETS_V, FAULT_GAINS,
+                              rule=NeighbourRule)
+
+
 def _search_local_rule(system: System, scenario: Scenario, seeds: Sequence[int], sweeps: int, gain: np.ndarray,
-                       offset: np.ndarray, fallback: np.ndarray | None, offsets: np.ndarray, gains: np.ndarray
-                       ) -> dict[str, Any]:
-    """Coordinate search of fit_local_rule from one start (gain, offset and, with faults, fallback [N])."""
+                       offset: np.ndarray, fallback: np.ndarray | None, offsets: np.ndarray, gains: np.ndarray,
+                       rule: type[LocalRule] = LocalRule) -> dict[str, Any]:
+    """Coordinate search of fit_local_rule (or, with `rule`, fit_neighbour_rule) from one start (gain, offset
+    and, with faults, fallback [N])."""
     choices = setpoint_choices(system)
     parts = [("offset", offsets, offset), ("gain", gains, gain)]
     if fallback is not None:
@@ -181,7 +227,7 @@ def _search_local_rule(system: System, scenario: Scenario, seeds: Sequence[int],
         {"gain": g, "offset": o, "fallback": f}[which][:, i] = values
         params = np.stack([g, o, f], axis=1)  # [C, 3, N]
         return _scorer(system, scenario, seeds,
-                       lambda p: LocalRule(system, p[:, 0], p[:, 1], None if fallback is None else p[:, 2]))(params)
+                       lambda p: rule(system, p[:, 0], p[:, 1], None if fallback is None else p[:, 2]))(params)
 
     best = -np.inf
     for _ in range(sweeps):
@@ -206,10 +252,10 @@ def gap_controller(name: str, system: System, fitted: dict[str, Any]) -> Callabl
     """make(env) for a controller of the gap table (GAP_CONTROLLERS); `fitted` holds the fitted rules."""
     if name == "per-dg-fit":
         return lambda env: FixedSetpoints(np.asarray(fitted["per-dg-fit"]["setpoints_v"]))
-    if name == "local-fit":
-        rule = fitted["local-fit"]
+    if name in ("local-fit", "neighbour-fit"):
+        rule, kind = fitted[name], LocalRule if name == "local-fit" else NeighbourRule
         fallback = np.asarray(rule["fallback_v"]) if "fallback_v" in rule else None
-        return lambda env: LocalRule(system, np.asarray(rule["gain"]), np.asarray(rule["offset_v"]), fallback)
+        return lambda env: kind(system, np.asarray(rule["gain"]), np.asarray(rule["offset_v"]), fallback)
     if name == "oracle":
         return MeasuredStateOracle
     return lambda env: make_controller(name, system, 0, grid=env.grid, scenario=env.scenario)
@@ -221,35 +267,56 @@ def strongest_baseline(rows: dict[str, Any]) -> str:
     return max((n for n in rows if n not in ("oracle", "droop")), key=lambda n: rows[n]["mean_return"])
 
 
-def information_gap(returns: dict[str, float]) -> dict[str, float | None]:
-    """From mean returns: the droop-to-oracle range, the best local controller (local, per-dg-fit, local-fit)
-    and the gap = (oracle − best local) / (oracle − droop)."""
-    local = max(("local", "per-dg-fit", "local-fit"), key=lambda k: returns.get(k, -np.inf))
+def information_gap(returns: dict[str, float]) -> dict[str, Any]:
+    """From mean returns: the droop-to-oracle range, the best local controller (LOCAL_CONTROLLERS) and the
+    gap = (oracle − best local) / (oracle − droop); with a `neighbour-fit` row also the share of that gap the
+    neighbour rule wins back, (neighbour rule − best local) / (oracle − best local)."""
+    local = max(LOCAL_CONTROLLERS, key=lambda k: returns.get(k, -np.inf))
     span = returns["oracle"] - returns["droop"]
-    return {"best_local": local, "range": span,
-            "gap": (returns["oracle"] - returns[local]) / span if span > 0 else None}
+    out: dict[str, Any] = {"best_local": local, "range": span,
+                           "gap": (returns["oracle"] - returns[local]) / span if span > 0 else None}
+    left = returns["oracle"] - returns[local]
+    if "neighbour-fit" in returns and left > 0:
+        out["neighbour_share"] = (returns["neighbour-fit"] - returns[local]) / left
+    return out
 
 
 def measure_gap(system: System, scenario: Scenario, eval_seeds: Sequence[int], train_seeds: Sequence[int],
                 controllers: Sequence[str] = GAP_CONTROLLERS, say: Callable[[str], None] = print,
-                fit_sweeps: int = FIT_SWEEPS) -> dict[str, Any]:
-    """Fit the local rules on `train_seeds`, run every controller on `eval_seeds`; returns per controller
-    the mean return and metrics and per-episode traces, the fitted rules and the gap."""
+                fit_sweeps: int = FIT_SWEEPS, reuse: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Fit the rules on `train_seeds`, run every controller on `eval_seeds`; returns per controller the mean
+    return and metrics and per-episode traces, the fitted rules and the gap. The neighbour rule runs only where
+    the scenario has sensor faults (elsewhere it is the local rule). `reuse`, an earlier result of the same
+    system, scenario and seeds, lends its fitted rules and controller rows: only what it lacks is fitted and run."""
     import time
 
-    fitted: dict[str, Any] = {}
-    if "per-dg-fit" in controllers:
+    fitted: dict[str, Any] = dict(reuse["fitted"]) if reuse else {}
+    reused_rows: dict[str, Any] = dict(reuse["controllers"]) if reuse else {}
+    faults = scenario.fault_count(system.n_dg) > 0
+    controllers = [c for c in controllers if c != "neighbour-fit" or faults]
+    if "per-dg-fit" in controllers and "per-dg-fit" not in fitted:
         t0 = time.monotonic()
         fitted["per-dg-fit"] = fit_per_dg(system, scenario, train_seeds, fit_sweeps)
         say(f"  per-dg-fit fitted in {time.monotonic() - t0:.0f} s: {fitted['per-dg-fit']['setpoints_v']}")
-    if "local-fit" in controllers:
+    if "local-fit" in controllers and "local-fit" not in fitted:
         t0 = time.monotonic()
         start = fitted["per-dg-fit"]["setpoints_v"] if "per-dg-fit" in fitted else None
         fitted["local-fit"] = fit_local_rule(system, scenario, train_seeds, fit_sweeps, start)
         say(f"  local-fit fitted in {time.monotonic() - t0:.0f} s: gain {fitted['local-fit']['gain']}, "
             f"offset {fitted['local-fit']['offset_v']} V")
+    if "neighbour-fit" in controllers and "neighbour-fit" not in fitted:
+        if "local-fit" not in fitted:
+            raise ValueError("the neighbour rule is fitted from the fitted local rule: list local-fit too")
+        t0 = time.monotonic()
+        fitted["neighbour-fit"] = fit_neighbour_rule(system, scenario, train_seeds, fitted["local-fit"], fit_sweeps)
+        say(f"  neighbour-fit fitted in {time.monotonic() - t0:.0f} s: gain {fitted['neighbour-fit']['gain']}, "
+            f"offset {fitted['neighbour-fit']['offset_v']} V")
     rows: dict[str, Any] = {}
     for name in controllers:
+        if name in reused_rows:
+            rows[name] = reused_rows[name]
+            say(f"  {name:13s} mean return {rows[name]['mean_return']:9.3f}  (reused)")
+            continue
         t0 = time.monotonic()
         result = batch_episodes(system, scenario, eval_seeds, gap_controller(name, system, fitted))
         episodes = [episode_summary(result["v_pu"][k][np.isfinite(result["v_pu"][k]).all(axis=1)],
@@ -260,7 +327,7 @@ def measure_gap(system: System, scenario: Scenario, eval_seeds: Sequence[int], t
                       "max_dev_pu": float(np.max([e["max_dev_pu"] for e in episodes])),
                       "returns": [float(r) for r in result["returns"]], "wall_s": round(time.monotonic() - t0, 1),
                       "v_pu_first": result["v_pu"][0].tolist()}
-        say(f"  {name:11s} mean return {rows[name]['mean_return']:9.3f}  ({rows[name]['wall_s']} s)")
+        say(f"  {name:13s} mean return {rows[name]['mean_return']:9.3f}  ({rows[name]['wall_s']} s)")
     out: dict[str, Any] = {"controllers": rows, "fitted": fitted}
     if "oracle" in rows and "droop" in rows:
         out.update(information_gap({k: v["mean_return"] for k, v in rows.items()}))
