@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "fit-baselines": "launch.fit_cmd:fit_baselines",
     "gap": "launch.gap_cmd:gap",
     "traces": "launch.traces_cmd:traces",
+    "feedback": "launch.feedback_cmd:feedback",
 }
 BENCH_COMMANDS: dict[str, str] = {
     "act": "launch.bench_act:bench_act",
