@@ -13,6 +13,11 @@ import click
 from launch.errors import exit_on_user_error
 
 
+def label(run: Path) -> str:
+    """STUDY/RUN for a run of a study (run names repeat across studies), else RUN."""
+    return f"{run.parent.parent.name}/{run.name}" if (run.parent.parent / "study.toml").is_file() else run.name
+
+
 @click.command("feedback")
 @click.option("--run", "runs", type=click.Path(), multiple=True, required=True,
               help="a trained run directory (config.toml, checkpoints/); repeat for several")
@@ -51,7 +56,7 @@ def feedback(runs: tuple[str, ...], scenario: str | None, checkpoint: str, episo
     for run in runs:
         row = policy_feedback(run, seeds, scenario, checkpoint)
         rows.append(row)
-        click.echo(f"{Path(run).name:34s} {row['mean_return']:8.3f} {cell(row['own'])}   {cell(row['heard'])}")
+        click.echo(f"{label(Path(run)):34s} {row['mean_return']:8.3f} {cell(row['own'])}   {cell(row['heard'])}")
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {"command": "powernet feedback " + " ".join(sys.argv[2:]), "commit": git_commit(),
