@@ -53,14 +53,18 @@ def agent_spec(cfg: EnvConfig) -> AgentSpec:
     return AgentSpec(system.agent_adjacency.copy(), len(OBS_NAMES), system.n_actions)
 
 
-def make_vec_env(cfg: EnvConfig, num_envs: int, disturbance: str | None = None, defer_reset: bool = False) -> Any:
+def make_vec_env(cfg: EnvConfig, num_envs: int, disturbance: str | None = None, defer_reset: bool = False, *,
+                 trace_dt_s: float | None = None, auto_reset: bool = True) -> Any:
     """A VecMicrogridEnv of `num_envs` envs of cfg.system (episode length and control interval from its
-    system file). `defer_reset` asks for deferred auto-resets (`finish_resets`)."""
+    system file). `defer_reset` asks for deferred auto-resets (`finish_resets`); `trace_dt_s` records fine
+    traces (s between samples) and `auto_reset=False` keeps a finished episode, trace included, until reset."""
     kwargs = {"disturbance": disturbance or cfg.disturbance, "noise_std": cfg.noise_std,
               "smoothing_beta": cfg.smoothing_beta, "defer_reset": defer_reset}
     if cfg.system in _REGISTERED:
+        if trace_dt_s is not None or not auto_reset:
+            raise ValueError(f"the registered env {cfg.system!r} records no traces and always resets")
         return _REGISTERED[cfg.system].make(num_envs, **kwargs)
     from simsvc.env import VecMicrogridEnv
 
     return VecMicrogridEnv(system=cfg.system, num_envs=num_envs, action_mode="discrete", scenario=cfg.scenario,
-                           **kwargs)
+                           trace_dt_s=trace_dt_s, auto_reset=auto_reset, **kwargs)

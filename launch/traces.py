@@ -72,14 +72,13 @@ class LearnedPolicy:
 
     def trace(self, scenario: str, seed: int, trace_dt_s: float = 0.01) -> tuple[dict[str, np.ndarray], float]:
         """The fine trace (every trace_dt_s, warm-up included) of the greedy episode on `seed`, and its return."""
+        from actor.envs import make_vec_env
         from launch.evaluate import run_episode
-        from simsvc.env import VecMicrogridEnv
         from simsvc.scenarios import load_scenario
 
-        env_cfg = self.cfg.env
-        env = VecMicrogridEnv(env_cfg.system, 1, disturbance=load_scenario(scenario).evaluation_disturbance(),
-                              noise_std=env_cfg.noise_std, smoothing_beta=env_cfg.smoothing_beta, scenario=scenario,
-                              trace_dt_s=trace_dt_s, auto_reset=False)  # the episode's trace outlives its end
+        env = make_vec_env(replace(self.cfg.env, scenario=scenario), 1,
+                           disturbance=load_scenario(scenario).evaluation_disturbance(), trace_dt_s=trace_dt_s,
+                           auto_reset=False)  # the episode's trace outlives its end
         episode = run_episode(env, self.model, seed)
         return env.trace(0), float(episode["rewards"].sum())
 
