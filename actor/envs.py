@@ -10,6 +10,7 @@ system file alone, which is all the learner needs to build its networks.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -61,10 +62,25 @@ def make_vec_env(cfg: EnvConfig, num_envs: int, disturbance: str | None = None, 
     kwargs = {"disturbance": disturbance or cfg.disturbance, "noise_std": cfg.noise_std,
               "smoothing_beta": cfg.smoothing_beta, "defer_reset": defer_reset}
     if cfg.system in _REGISTERED:
-        if trace_dt_s is not None or not auto_reset:
-            raise ValueError(f"the registered env {cfg.system!r} records no traces and always resets")
+        if trace_dt_s is not None or not auto_reset or cfg.obs_norm != "system":
+            raise ValueError(f"the registered env {cfg.system!r} records no traces, always resets and has no "
+                             "observation statistics")
         return _REGISTERED[cfg.system].make(num_envs, **kwargs)
     from simsvc.env import VecMicrogridEnv
 
     return VecMicrogridEnv(system=cfg.system, num_envs=num_envs, action_mode="discrete", scenario=cfg.scenario,
-                           trace_dt_s=trace_dt_s, auto_reset=auto_reset, **kwargs)
+                           trace_dt_s=trace_dt_s, auto_reset=auto_reset, obs_norm=observation_scale_of(cfg), **kwargs)
+
+
+def observation_scale_of(cfg: EnvConfig) -> str:
+    """VecMicrogridEnv's `obs_norm` for a config: "system", or the scenario whose droop statistics scale the
+    observations (env.obs_norm_scenario, else env.scenario)."""
+    return "system" if cfg.obs_norm == "system" else (cfg.obs_norm_scenario or cfg.scenario)
+
+
+def on_scenario(cfg: EnvConfig, scenario: str) -> EnvConfig:
+    """cfg evaluated on another scenario (generalisation): the episodes and reward of `scenario`, the
+    observation scale the policy was trained with."""
+    if cfg.obs_norm == "system":
+        return replace(cfg, scenario=scenario)
+    return replace(cfg, scenario=scenario, obs_norm_scenario=cfg.obs_norm_scenario or cfg.scenario)

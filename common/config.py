@@ -48,6 +48,12 @@ class EnvConfig:
     scenario: str = _opt("classic", "what episodes throw at the agents and reward them for: a shipped scenario's "
                          "name (configs/scenarios/NAME.toml: classic, paper, stress, sharing, loadbus, delayed) or "
                          "the path of a scenario TOML file (docs/scenarios.md)")
+    obs_norm: str = _opt("system", "observation scale: system (the system file's droop statistics) or scenario "
+                         "(droop statistics of the training scenario's own episodes; docs/scenarios.md#observation-"
+                         "scale)", choices=("system", "scenario"))
+    obs_norm_scenario: str = _opt("", "with obs_norm = scenario, the scenario whose statistics scale the "
+                                  "observations; empty: env.scenario. Evaluation on another scenario sets it to the "
+                                  "training scenario, so that a policy keeps the input scale it learned with")
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,13 @@ per episode (v_pu, rewards, actions, vn_v, f_hz: each [T, N])."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from actor.envs import agent_spec, make_vec_env
+from actor.envs import agent_spec, make_vec_env, on_scenario
 from common.config import Config, load_config
 from common.errors import InputError
 from common.nets import GraphActorCritic, build_model
@@ -82,7 +81,7 @@ def evaluate_run(run_dir: str | Path, episodes: int = 20, seed: int = 2000, chec
         raise InputError("--episodes must be at least 1")
     cfg, model = load_policy(run, checkpoint)
     own = cfg.env.scenario
-    env_cfg = cfg.env if scenario is None else replace(cfg.env, scenario=scenario)
+    env_cfg = cfg.env if scenario is None else on_scenario(cfg.env, scenario)
     sc = load_scenario(env_cfg.scenario)
     env = evaluation_env(env_cfg)
     out = run / ("eval" if scenario is None or scenario == own else f"eval-{sc.name}")

@@ -52,15 +52,14 @@ def policy_feedback(run: str | Path, seeds: list[int], scenario: str | None = No
                     checkpoint: str = "latest") -> dict[str, Any]:
     """The two fits of the module docstring for the run's greedy policy on `seeds` (its own scenario unless
     `scenario` names another), with the mean return of those episodes."""
-    from dataclasses import replace
-
     import torch
 
+    from actor.envs import on_scenario
     from launch.evaluate import evaluation_env, load_policy
     from simsvc.systems import setpoint_choices
 
     cfg, model = load_policy(Path(run), checkpoint)
-    env_cfg = cfg.env if scenario is None else replace(cfg.env, scenario=scenario)
+    env_cfg = cfg.env if scenario is None else on_scenario(cfg.env, scenario)
     env = evaluation_env(env_cfg)
     system = env.system
     choices = setpoint_choices(system)

@@ -5,7 +5,6 @@ greedy policies of trained runs, evaluated as `powernet evaluate --scenario` eva
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +59,11 @@ class LearnedPolicy:
 
     def returns(self, scenario: str, seeds: list[int]) -> list[float]:
         """Greedy episode returns on `seeds` under `scenario`, exactly as `powernet evaluate --scenario`."""
+        from actor.envs import on_scenario
         from launch.evaluate import evaluation_env, run_episode
         from simsvc.metrics import episode_summary
 
-        env = evaluation_env(replace(self.cfg.env, scenario=scenario))
+        env = evaluation_env(on_scenario(self.cfg.env, scenario))
         out = []
         for seed in seeds:
             trace = run_episode(env, self.model, seed)
@@ -72,11 +72,11 @@ class LearnedPolicy:
 
     def trace(self, scenario: str, seed: int, trace_dt_s: float = 0.01) -> tuple[dict[str, np.ndarray], float]:
         """The fine trace (every trace_dt_s, warm-up included) of the greedy episode on `seed`, and its return."""
-        from actor.envs import make_vec_env
+        from actor.envs import make_vec_env, on_scenario
         from launch.evaluate import run_episode
         from simsvc.scenarios import load_scenario
 
-        env = make_vec_env(replace(self.cfg.env, scenario=scenario), 1,
+        env = make_vec_env(on_scenario(self.cfg.env, scenario), 1,
                            disturbance=load_scenario(scenario).evaluation_disturbance(), trace_dt_s=trace_dt_s,
                            auto_reset=False)  # the episode's trace outlives its end
         episode = run_episode(env, self.model, seed)

@@ -48,7 +48,8 @@ class VecMicrogridEnv:
                  noise_std: float = 0.0, smoothing_beta: float = 0.0, action_mode: str = "discrete",
                  dg_model: str | None = None, dt_s: float | None = None, episode_steps: int | None = None,
                  control_dt_s: float | None = None, trace_dt_s: float | None = None, auto_reset: bool = True,
-                 defer_reset: bool = False, scenario: str | Scenario | None = None):
+                 defer_reset: bool = False, scenario: str | Scenario | None = None,
+                 obs_norm: str | Scenario = "system"):
         self.system = system if isinstance(system, System) else load_system(system)
         s = self.system
         if not s.has_episode:
@@ -86,6 +87,9 @@ class VecMicrogridEnv:
             raise InputError(f"scenario {sc.name!r}: a delay of {self.delay} control steps needs a warm-up of at "
                              f"least that long (system '{s.name}' warms up {s.warmup_s} s)")
         self._n_q = s.dg_params[:, DG_COL["n_q"]]
+        from simsvc.obs_stats import observation_scale  # (it builds envs itself)
+
+        self.obs_mean, self.obs_std = observation_scale(s, obs_norm)  # "system" or a scenario
         self._share_mix = neighbour_mean_matrix(self.adjacency) if sc.sharing_weight > 0 else None
         self.loadbus_assign = loadbus_assignment(s, sc.loadbus_nearest) if sc.loadbus_weight > 0 else None
         self._rl = np.ones((num_envs, 2, s.n_load))  # the R and L factor of every load, now
@@ -437,8 +441,7 @@ class VecMicrogridEnv:
     def _observe(self, meas: Measurements, envs: np.ndarray | None = None) -> np.ndarray:
         """Normalised (noisy) observations [E, N, 9]; noise is drawn only for `envs` (all by default), so
         an env that restarts alone does not advance the noise stream of the others."""
-        s = self.system
-        obs = (self.raw_observation(meas) - s.obs_mean) / s.obs_std
+        obs = (self.raw_observation(meas) - self.obs_mean) / self.obs_std
         if self.noise_std > 0.0:
             for e in (range(self.n_envs) if envs is None else envs):
                 noise = self._noise_rngs[e].standard_normal(obs.shape[1:])
