@@ -97,21 +97,26 @@ class CooperativeVoltageControl:
         return adj.sum(axis=2) * x - np.einsum("eij,ej->ei", adj, x)
 
     def _heard(self, x: np.ndarray, default: float, adj: np.ndarray | None = None) -> np.ndarray:
-        """x [E, N] with a failed sensor's reading (NaN, docs/scenarios.md) replaced by the mean of what the
-        DG's neighbours with working sensors send it (over the received links `adj` [E, N, N] when given), or
-        by `default` (the reference: no correction) when none of its neighbours measures (or is heard)."""
-        bad = np.isnan(x)
-        if not bad.any():
-            return x
-        if adj is None:
-            adjacency = self.system.agent_adjacency.astype(np.float64)
-            count = (~bad).astype(np.float64) @ adjacency.T
-            sums = np.where(bad, 0.0, x) @ adjacency.T
-        else:
-            count = np.einsum("eij,ej->ei", adj, (~bad).astype(np.float64))
-            sums = np.einsum("eij,ej->ei", adj, np.where(bad, 0.0, x))
-        heard = np.where(count > 0, sums / np.maximum(count, 1.0), default)
-        return np.where(bad, heard, x)
+        return heard_from_neighbours(x, self.system.agent_adjacency, default, adj)
+
+
+def heard_from_neighbours(x: np.ndarray, adjacency: np.ndarray, default: float,
+                          adj: np.ndarray | None = None) -> np.ndarray:
+    """x [E, N] with a failed sensor's reading (NaN, docs/scenarios.md) replaced by the mean of what the DG's
+    neighbours with working sensors send it (over the received links `adj` [E, N, N] when given, else the agent
+    graph `adjacency`), or by `default` when none of its neighbours measures (or is heard)."""
+    bad = np.isnan(x)
+    if not bad.any():
+        return x
+    if adj is None:
+        graph = np.asarray(adjacency, dtype=np.float64)
+        count = (~bad).astype(np.float64) @ graph.T
+        sums = np.where(bad, 0.0, x) @ graph.T
+    else:
+        count = np.einsum("eij,ej->ei", adj, (~bad).astype(np.float64))
+        sums = np.einsum("eij,ej->ei", adj, np.where(bad, 0.0, x))
+    heard = np.where(count > 0, sums / np.maximum(count, 1.0), default)
+    return np.where(bad, heard, x)
 
 
 class RandomSetpoints:

@@ -15,7 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from simsvc.controllers import FixedSetpoints, OneStepOracle, controller_setpoints, make_controller
+from simsvc.controllers import (
+    FixedSetpoints,
+    OneStepOracle,
+    controller_setpoints,
+    heard_from_neighbours,
+    make_controller,
+)
 from simsvc.env import VecMicrogridEnv, apply_load_factors, scenario_rewards
 from simsvc.links import received_adjacency
 from simsvc.lookahead import coordinate_search
@@ -73,18 +79,9 @@ class NeighbourRule(LocalRule):
     reads_links = True  # `controller_setpoints` hands it the environment's link mask
 
     def droop_term_v(self, meas: Any, links: np.ndarray | None) -> np.ndarray:
-        own = self.n_q * meas.q_var
-        failed = np.isnan(own)
-        if not failed.any():
-            return own
         graph = self.system.agent_adjacency
-        if links is None:
-            heard = np.broadcast_to(graph.astype(np.float64), (len(own), *graph.shape))
-        else:
-            heard = received_adjacency(graph, links)
-        count = np.einsum("eij,ej->ei", heard, (~failed).astype(np.float64))
-        total = np.einsum("eij,ej->ei", heard, np.where(failed, 0.0, own))
-        return np.where(failed & (count > 0), total / np.maximum(count, 1.0), own)
+        adj = None if links is None else received_adjacency(graph, links)
+        return heard_from_neighbours(self.n_q * meas.q_var, graph, np.nan, adj)
 
 
 class MeasuredStateOracle(OneStepOracle):
