@@ -5,6 +5,7 @@ per episode (v_pu, rewards, actions, vn_v, f_hz: each [T, N])."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,13 @@ from simsvc.scenarios import load_scenario
 
 @torch.no_grad()
 def run_episode(env: Any, model: GraphActorCritic, seed: int, greedy: bool = True,
-                sampler: torch.Generator | None = None) -> dict[str, np.ndarray]:
-    """One episode of a 1-env VecEnv under the policy; returns its per-step traces, each [T, N]."""
+                sampler: torch.Generator | None = None,
+                on_step: Callable[[Any, np.ndarray], None] | None = None) -> dict[str, np.ndarray]:
+    """One episode of a 1-env VecEnv under the policy; returns its per-step traces, each [T, N].
+
+    `on_step(env, actions)`, when given, is called once per control step after the policy has chosen its
+    actions [1, N] and before the env applies them, so it sees the state the policy acted on (measurements,
+    message links): how `powernet feedback` reads what each set-point responded to."""
     obs = torch.from_numpy(np.asarray(env.reset(seed), dtype=np.float32))
     state = model.initial_state(1, device="cpu")
     starts = torch.ones(1, dtype=torch.bool)
@@ -38,6 +44,8 @@ def run_episode(env: Any, model: GraphActorCritic, seed: int, greedy: bool = Tru
         else:
             probs = torch.softmax(logits, dim=-1).reshape(-1, logits.shape[-1])
             actions = torch.multinomial(probs, 1, generator=sampler).reshape(logits.shape[:-1])
+        if on_step is not None:
+            on_step(env, actions.numpy())
         next_obs, rewards, dones, info = env.step(actions.numpy())
         for key in ("v_pu", "vn_v", "f_hz"):
             trace[key].append(np.asarray(info[key])[0])

@@ -52,10 +52,8 @@ def policy_feedback(run: str | Path, seeds: list[int], scenario: str | None = No
                     checkpoint: str = "latest") -> dict[str, Any]:
     """The two fits of the module docstring for the run's greedy policy on `seeds` (its own scenario unless
     `scenario` names another), with the mean return of those episodes."""
-    import torch
-
     from actor.envs import on_scenario
-    from launch.evaluate import evaluation_env, load_policy
+    from launch.evaluate import evaluation_env, load_policy, run_episode
     from simsvc.systems import setpoint_choices
 
     cfg, model = load_policy(Path(run), checkpoint)
@@ -63,28 +61,19 @@ def policy_feedback(run: str | Path, seeds: list[int], scenario: str | None = No
     env = evaluation_env(env_cfg)
     system = env.system
     choices = setpoint_choices(system)
-    own_x, own_y, heard_x, heard_y, returns = [], [], [], [], []
-    for seed in seeds:
-        obs = torch.from_numpy(np.asarray(env.reset(seed), dtype=np.float32))
-        state = model.initial_state(1, device="cpu")
-        starts, done, total = torch.ones(1, dtype=torch.bool), False, 0.0
-        while not done:
-            links = env.links
-            own, heard = droop_inputs(system, env.measured(), links)
-            with torch.no_grad():
-                logits, state = model.step(obs, state, starts, None if links is None else torch.from_numpy(links))
-            actions = logits.argmax(dim=-1).numpy()
-            offset = choices[actions[0]] - system.v_nom_v
-            working = np.isfinite(own[0])
-            own_x.append(own[0][working])
-            own_y.append(offset[working])
-            heard_x.append(heard[0][~working])
-            heard_y.append(offset[~working])
-            next_obs, rewards, dones, _ = env.step(actions)
-            total += float(np.asarray(rewards).sum())
-            obs = torch.from_numpy(np.asarray(next_obs, dtype=np.float32))
-            starts, done = torch.zeros(1, dtype=torch.bool), bool(dones[0])
-        returns.append(total)
+    own_x, own_y, heard_x, heard_y = [], [], [], []
+
+    def record(env: Any, actions: np.ndarray) -> None:
+        """One step's fit points: what each DG's set-point responded to, and the set-point."""
+        own, heard = droop_inputs(system, env.measured(), env.links)
+        offset = choices[actions[0]] - system.v_nom_v
+        working = np.isfinite(own[0])
+        own_x.append(own[0][working])
+        own_y.append(offset[working])
+        heard_x.append(heard[0][~working])
+        heard_y.append(offset[~working])
+
+    returns = [run_episode(env, model, seed, on_step=record)["rewards"].astype(np.float64).sum() for seed in seeds]
     cat = np.concatenate
     return {"run": str(run), "algorithm": cfg.model.algorithm, "scenario": env_cfg.scenario,
             "mean_return": float(np.mean(returns)), "own": line_fit(cat(own_x), cat(own_y)),
