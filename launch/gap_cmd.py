@@ -5,7 +5,8 @@ training seeds, run droop, secondary, the local rule, the fitted rules and the o
 evaluation seeds, and report the gap, (oracle − best local) / (oracle − droop), and the share of it the
 neighbour rule wins back. Writes OUT/SHORT-SCENARIO.json per scenario, OUT/gap-SHORT.md (the
 table) and, with --figures, OUT/SHORT-SCENARIO.png (DG voltages of the strongest non-oracle controller and
-droop on the first evaluation seed).
+droop on the first evaluation seed). --table-only runs nothing: it rebuilds OUT/gap-SHORT.md from the
+scenarios' JSON files already in OUT (measured by separate calls, e.g. one per scenario).
 """
 
 from __future__ import annotations
@@ -41,10 +42,12 @@ LABELS = {"droop": "droop", "secondary": "secondary", "local": "local rule", "pe
               help="a folder of earlier results (SHORT-SCENARIO.json) of the same seeds and sweeps: their fitted "
                    "rules and controller rows are kept, only what they lack is fitted and run")
 @click.option("--figures/--no-figures", default=True, show_default=True, help="write a voltage-trace PNG per scenario")
+@click.option("--table-only", is_flag=True,
+              help="measure nothing: write OUT/gap-SHORT.md from the listed scenarios' OUT/SHORT-SCENARIO.json")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="output folder")
 @exit_on_user_error
 def gap(system_name: str, scenarios: str, episodes: int, seed: int, train_seeds: int, fit_sweeps: int,
-        reuse_dir: str | None, figures: bool, out_dir: str) -> None:
+        reuse_dir: str | None, figures: bool, table_only: bool, out_dir: str) -> None:
     """Measure the information gap of scenarios: oracle against the best rule a DG can run alone."""
     from common.errors import InputError
     from launch.eval_protocol import evaluation_seeds
@@ -62,11 +65,17 @@ def gap(system_name: str, scenarios: str, episodes: int, seed: int, train_seeds:
                          "--seed")
     system = load_system(system_name)
     chosen = [load_scenario(name.strip()) for name in scenarios.split(",") if name.strip()]  # all checked first
+    out = Path(out_dir)
+    short = short_name(system_name)
+    if table_only:
+        results = {sc.name: measured(out / f"{short}-{sc.name}.json", system.name, sc.name) for sc in chosen}
+        table = gap_table(system.name, results)
+        (out / f"gap-{short}.md").write_text(table)
+        click.echo(table)
+        return
     from simsvc.gap import measure_gap
 
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    short = short_name(system_name)
     command = "powernet gap " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "powernet gap"
     results = {}
     for sc in chosen:
@@ -95,6 +104,23 @@ def gap(system_name: str, scenarios: str, episodes: int, seed: int, train_seeds:
     (out / f"gap-{short}.md").write_text(table)
     click.echo(table)
     click.echo(f"wrote {out}")
+
+
+def measured(path: Path, system: str, scenario: str) -> dict[str, Any]:
+    """An earlier `powernet gap` result of this system and scenario (for --table-only); InputError when the
+    file is missing, unreadable or measured something else."""
+    from common.errors import InputError
+
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--table-only: cannot read {path}: {exc}") from None
+    if not isinstance(result, dict) or not isinstance(result.get("controllers"), dict):
+        raise InputError(f"--table-only: {path} is not a `powernet gap` result")
+    if (result.get("system"), result.get("scenario")) != (system, scenario):
+        raise InputError(f"--table-only: {path} measured {result.get('system')} · {result.get('scenario')}, "
+                         f"not {system} · {scenario}")
+    return result
 
 
 def reusable(folder: str | None, name: str, system: str, scenario: str, eval_seeds: list[int],

@@ -108,3 +108,26 @@ def test_bad_inputs_exit_2_with_one_line(inputs: dict[str, Path], tmp_path: Path
     _exits_2([*gap, "--run", str(other)], "trained on microgrid-20, the gap file is for microgrid-6")
     _exits_2([*gap, "--run", str(inputs["ia2c"]), "--select-episodes", "0"], "--select-episodes")
     assert not out.exists()
+
+
+def test_gap_table_only_rebuilds_the_measured_table_from_the_json_files(inputs: dict[str, Path], tmp_path: Path):
+    import shutil
+
+    folder = tmp_path / "gap"
+    shutil.copytree(inputs["gap"].parent, folder)
+    measured_table = (folder / "gap-mg6.md").read_text()
+    (folder / "gap-mg6.md").unlink()
+    runner = CliRunner()
+    result = runner.invoke(main, ["gap", "--system", "microgrid-6", "--scenario", "stress", "--table-only",
+                                  "--out", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert (folder / "gap-mg6.md").read_text() == measured_table
+    assert "| stress |" in measured_table
+    # a scenario without a result file, or a file that measured another scenario, is one line and exit 2
+    missing = runner.invoke(main, ["gap", "--system", "microgrid-6", "--scenario", "stress,paper", "--table-only",
+                                   "--out", str(folder)])
+    assert missing.exit_code == 2 and "mg6-paper.json" in missing.output
+    shutil.copy(folder / "mg6-stress.json", folder / "mg6-paper.json")
+    other = runner.invoke(main, ["gap", "--system", "microgrid-6", "--scenario", "paper", "--table-only",
+                                 "--out", str(folder)])
+    assert other.exit_code == 2 and "measured microgrid-6 · stress" in other.output
