@@ -27,7 +27,7 @@ run: $(STAMP)
 	@echo "plots: $(RUN_DIR)/plots/  (return, losses, violations, eval voltage traces)"
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
