@@ -15,7 +15,7 @@ import torch
 from actor.envs import agent_spec, make_vec_env, on_scenario
 from common.config import Config, load_config
 from common.errors import InputError
-from common.nets import GraphActorCritic, build_model
+from common.nets import AgentState, GraphActorCritic, build_model
 from launch.eval_protocol import SEED_STRIDE, write_eval_summary
 from learner.core import read_checkpoint
 from simsvc.metrics import episode_summary
@@ -25,12 +25,13 @@ from simsvc.scenarios import load_scenario
 @torch.no_grad()
 def run_episode(env: Any, model: GraphActorCritic, seed: int, greedy: bool = True,
                 sampler: torch.Generator | None = None,
-                on_step: Callable[[Any, np.ndarray], None] | None = None) -> dict[str, np.ndarray]:
+                on_step: Callable[[Any, np.ndarray, AgentState], None] | None = None) -> dict[str, np.ndarray]:
     """One episode of a 1-env VecEnv under the policy; returns its per-step traces, each [T, N].
 
-    `on_step(env, actions)`, when given, is called once per control step after the policy has chosen its
-    actions [1, N] and before the env applies them, so it sees the state the policy acted on (measurements,
-    message links): how `powernet feedback` reads what each set-point responded to."""
+    `on_step(env, actions, state)`, when given, is called once per control step after the policy has chosen
+    its actions [1, N] (from the recurrent `state` it returns with them) and before the env applies them, so
+    it sees what the policy acted on (measurements, message links, hidden state): how `powernet feedback`
+    reads what each set-point responded to."""
     obs = torch.from_numpy(np.asarray(env.reset(seed), dtype=np.float32))
     state = model.initial_state(1, device="cpu")
     starts = torch.ones(1, dtype=torch.bool)
@@ -45,7 +46,7 @@ def run_episode(env: Any, model: GraphActorCritic, seed: int, greedy: bool = Tru
             probs = torch.softmax(logits, dim=-1).reshape(-1, logits.shape[-1])
             actions = torch.multinomial(probs, 1, generator=sampler).reshape(logits.shape[:-1])
         if on_step is not None:
-            on_step(env, actions.numpy())
+            on_step(env, actions.numpy(), state)
         next_obs, rewards, dones, info = env.step(actions.numpy())
         for key in ("v_pu", "vn_v", "f_hz"):
             trace[key].append(np.asarray(info[key])[0])

@@ -1,5 +1,6 @@
 """`powernet feedback`: does a learned policy close the loop? The slope and R² of its greedy set-points against
-the droop term a DG measures, or hears from its neighbours when its own sensor has failed (launch/feedback.py,
+the droop term a DG measures, or hears from its neighbours when its own sensor has failed, and linear probes
+of whether that term reaches the agents' recurrent state (launch/feedback.py,
 docs/evaluation.md#does-a-policy-close-the-loop). Prints a table and writes JSON."""
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def feedback(runs: tuple[str, ...], scenario: str | None, checkpoint: str, episo
         load_scenario(scenario)  # an unknown name is one line before any work
     seeds = evaluation_seeds(seed, episodes)
     rows = []
-    click.echo(f"{'run':34s} {'return':>8s}  own: slope   R²      n   heard: slope   R²      n")
+    click.echo(f"{'run':34s} {'return':>8s}  own: slope   R²      n   heard: slope   R²      n"
+               "   probe R²: working h, failed h, heard h")
 
     def cell(fit: dict) -> str:
         if fit["slope"] is None:
@@ -56,7 +58,9 @@ def feedback(runs: tuple[str, ...], scenario: str | None, checkpoint: str, episo
     for run in runs:
         row = policy_feedback(run, seeds, scenario, checkpoint)
         rows.append(row)
-        click.echo(f"{label(Path(run)):34s} {row['mean_return']:8.3f} {cell(row['own'])}   {cell(row['heard'])}")
+        probes = "  ".join("–" if p["r2"] is None else f"{p['r2']:.2f}" for p in row["probe_r2"].values())
+        click.echo(f"{label(Path(run)):34s} {row['mean_return']:8.3f} {cell(row['own'])}   {cell(row['heard'])}"
+                   f"   {probes}")
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {"command": "powernet feedback " + " ".join(sys.argv[2:]), "commit": git_commit(),
