@@ -65,11 +65,11 @@ def droop_inputs(system: Any, meas: Any, links: np.ndarray | None) -> tuple[np.n
 def probe_r2(x: np.ndarray, y: np.ndarray, train: np.ndarray, cell: np.ndarray, ridge: float = 0.1
              ) -> dict[str, float | int | None]:
     """R² on the held-out rows (~train) of a ridge regression of y [M] on x [M, F] fitted on the `train` rows
-    (features standardised on them, those that do not vary there dropped, penalty `ridge` per row: a tenth of
-    a standardised feature's own weight, so a few hundred rows do not overfit 64 features), after y has had its
-    mean over the `train` rows of
-    the same `cell` [M] (DG and control step) taken away; rows of cells without a training row are left out.
-    None where either part has fewer than 10 rows."""
+    (features centred on them, not rescaled: a unit that barely varies, like a saturated LSTM output, gets no
+    weight instead of being blown up to unit scale; penalty `ridge` times the mean diagonal of the fitting rows'
+    Gram matrix, so a few hundred rows do not overfit 64 features), after y has had its mean over the `train`
+    rows of the same `cell` [M] (DG and control step) taken away; rows of cells without a training row are left
+    out. None where either part has fewer than 10 rows."""
     ok = np.isfinite(y) & np.isfinite(x).all(axis=1)
     cells, index = np.unique(cell, return_inverse=True)
     counts = np.bincount(index, weights=(ok & train).astype(float), minlength=len(cells))
@@ -79,13 +79,13 @@ def probe_r2(x: np.ndarray, y: np.ndarray, train: np.ndarray, cell: np.ndarray, 
     fit, test = ok & train, ok & ~train
     if fit.sum() < 10 or test.sum() < 10:
         return {"r2": None, "n_fit": int(fit.sum()), "n_test": int(test.sum())}
-    mean, std = x[fit].mean(axis=0), x[fit].std(axis=0)
-    varies = std > 1e-6  # a saturated unit's rounding noise, standardised, would be extrapolated wildly
-    design = np.hstack([(x[:, varies] - mean[varies]) / std[varies], np.ones((len(x), 1))])
+    design = np.hstack([x - x[fit].mean(axis=0), np.ones((len(x), 1))])
     a = design[fit]
-    penalty = ridge * fit.sum() * np.eye(a.shape[1])
+    gram = a.T @ a
+    scale = max(float(np.trace(gram[:-1, :-1])) / max(a.shape[1] - 1, 1), 1e-12)  # > 0 when nothing varies
+    penalty = ridge * scale * np.eye(a.shape[1])
     penalty[-1, -1] = 0.0  # the intercept is not shrunk
-    coef = np.linalg.solve(a.T @ a + penalty, a.T @ y[fit])
+    coef = np.linalg.solve(gram + penalty, a.T @ y[fit])
     resid = y[test] - design[test] @ coef
     total = float(((y[test] - y[test].mean()) ** 2).sum())
     r2 = 1.0 - float((resid ** 2).sum()) / total if total > 0 else 0.0

@@ -89,3 +89,13 @@ def test_the_command_fits_every_agent_step_of_a_trained_run(tmp_path: Path) -> N
     assert working["n_fit"] == 20 * (6 - failed) and working["n_test"] <= 20 * (6 - failed)
     bad = CliRunner().invoke(main, ["feedback", "--run", str(run), "--scenario", "nosuch", "--out", str(out)])
     assert bad.exit_code == 2 and "nosuch" in bad.output
+
+
+def test_a_probe_on_units_that_do_not_vary_explains_nothing_and_does_not_blow_up() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=200)
+    train, cell = np.arange(200) % 2 == 0, np.zeros(200, dtype=int)
+    saturated = np.ones((200, 4)) + 1e-7 * rng.normal(size=(200, 4))  # rounding noise on a constant
+    for x in (saturated, np.ones((200, 4))):
+        r2 = probe_r2(x, y, train, cell)["r2"]
+        assert -0.05 < r2 <= 0.0
