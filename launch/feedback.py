@@ -35,6 +35,7 @@ import numpy as np
 
 PROBES = ("working_own_h", "failed_own_h", "failed_neighbour_h")  # the three probes of the module docstring
 
+
 def line_fit(x: np.ndarray, y: np.ndarray) -> dict[str, float | int | None]:
     """Least-squares slope and R² of y on x (with an intercept), over the finite pairs; None where fewer than 3
     pairs or x does not vary."""
@@ -106,8 +107,8 @@ def heard_hidden(h_prev: np.ndarray, failed: np.ndarray, graph: np.ndarray, link
 
 def policy_feedback(run: str | Path, seeds: list[int], scenario: str | None = None,
                     checkpoint: str = "latest") -> dict[str, Any]:
-    """The two fits of the module docstring for the run's greedy policy on `seeds` (its own scenario unless
-    `scenario` names another), with the mean return of those episodes."""
+    """The two fits and the three probes of the module docstring for the run's greedy policy on `seeds` (its own
+    scenario unless `scenario` names another), with the mean return of those episodes."""
     from actor.envs import on_scenario
     from launch.evaluate import evaluation_env, load_policy, run_episode
     from simsvc.systems import setpoint_choices
