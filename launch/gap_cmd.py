@@ -106,15 +106,23 @@ def gap(system_name: str, scenarios: str, episodes: int, seed: int, train_seeds:
     click.echo(f"wrote {out}")
 
 
+def read_result(path: Path, option: str) -> Any:
+    """The JSON of an earlier result file; InputError naming the command-line `option` that pointed at it when
+    the file is missing or unreadable."""
+    from common.errors import InputError
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{option}: cannot read {path}: {exc}") from None
+
+
 def measured(path: Path, system: str, scenario: str) -> dict[str, Any]:
     """An earlier `powernet gap` result of this system and scenario (for --table-only); InputError when the
     file is missing, unreadable or measured something else."""
     from common.errors import InputError
 
-    try:
-        result = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"--table-only: cannot read {path}: {exc}") from None
+    result = read_result(path, "--table-only")
     if not isinstance(result, dict) or not isinstance(result.get("controllers"), dict):
         raise InputError(f"--table-only: {path} is not a `powernet gap` result")
     if (result.get("system"), result.get("scenario")) != (system, scenario):
@@ -132,10 +140,7 @@ def reusable(folder: str | None, name: str, system: str, scenario: str, eval_see
     path = Path(folder or "") / name
     if folder is None or not path.is_file():
         return None
-    try:
-        earlier = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"--reuse: cannot read {path}: {exc}") from None
+    earlier = read_result(path, "--reuse")
     wanted = {"system": system, "scenario": scenario, "eval_seeds": eval_seeds, "train_seeds": train_seeds,
               "fit_sweeps": fit_sweeps}
     differ = [k for k, v in wanted.items() if not isinstance(earlier, dict) or earlier.get(k) != v]
