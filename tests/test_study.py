@@ -221,6 +221,15 @@ def test_study_configs_expand_to_the_planned_grids(tmp_path):
     assert result.output.count("     new  powernet train") == 21 and not (tmp_path / "p").exists()
 
 
+def test_every_shipped_study_config_loads_and_plans_runs():
+    """A study file the results cite must parse and expand (its algorithms, systems and --set keys valid)."""
+    paths = sorted((REPO / "configs" / "studies").glob("*.toml"))
+    assert len(paths) >= 18
+    for path in paths:
+        study = load_study(path)
+        assert study.runs and len({r.run_id for r in study.runs}) == len(study.runs), path.name
+
+
 def test_study_systems_are_shipped_names_or_system_files(tmp_path):
     system = tmp_path / "my-grid.toml"
     shutil.copy(REPO / "simsvc" / "systems" / "microgrid-6.toml", system)
