@@ -39,8 +39,8 @@ STUDY_KEYS: dict[str, tuple[type, Any, bool, str]] = {
                "base config of a run; {algorithm}, {system} and {short} (e.g. mg6 for microgrid-6) are filled "
                "in; the run's env.system is always the study's system"),
     "set": (list, [], False, "overrides applied to every run, as `--set` strings"),
-    "preset": (str, "", False, "training preset of every run (paper, tuned or a preset file; configs/presets/); "
-               "study.set overrides it"),
+    "preset": (str, "", False, "training preset of every run (paper, tuned, tuned-lr or a preset file; "
+               "configs/presets/); study.set overrides it"),
     "eval_episodes": (int, 20, False, "greedy evaluation episodes per run"),
     "eval_seed": (int, 2000, False, "first evaluation seed; episode k uses eval_seed + 25 k"),
     "controllers": (list, ["droop", "secondary", "local", "oracle"], False,

@@ -1,5 +1,6 @@
 """Training presets: `paper` reproduces the original recipe bit for bit, `tuned` changes only the keys it
-names, the precedence is config file < preset < --set, and bad presets are one line and exit 2."""
+names, `tuned-lr` is `tuned` plus the decaying learning rate, the precedence is config file < preset < --set,
+and bad presets are one line and exit 2."""
 
 from __future__ import annotations
 
@@ -37,6 +38,13 @@ def test_the_tuned_preset_changes_only_its_own_keys():
     changed = {f"{s}.{k}" for s, table in tuned.items() for k, v in table.items() if plain[s][k] != v}
     assert changed == {"train.num_envs", "train.loss", "train.optimizer", "train.lr", "train.entropy_coef"}
     assert tuned["train"]["spatial_discount"] == 0.75  # the algorithm's own key is untouched
+
+
+def test_the_tuned_lr_preset_is_tuned_plus_the_linear_learning_rate_decay_only():
+    tuned = load_config(REPO / "configs" / "powernet.toml", preset_overrides("tuned")).to_dict()
+    decayed = load_config(REPO / "configs" / "powernet.toml", preset_overrides("tuned-lr")).to_dict()
+    changed = {f"{s}.{k}": v for s, table in decayed.items() for k, v in table.items() if tuned[s][k] != v}
+    assert changed == {"train.lr_schedule": "linear"}
 
 
 def test_a_preset_overrides_the_config_file_and_set_overrides_the_preset(tmp_path):
