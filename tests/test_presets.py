@@ -1,6 +1,6 @@
 """Training presets: `paper` reproduces the original recipe bit for bit, `tuned` changes only the keys it
-names, `tuned-lr` is `tuned` plus the decaying learning rate, the precedence is config file < preset < --set,
-and bad presets are one line and exit 2."""
+names, `tuned-lr` is `tuned` plus the decaying learning rate, a preset's `base` chain resolves in order, the
+precedence is config file < preset < --set, and bad presets are one line and exit 2."""
 
 from __future__ import annotations
 
@@ -52,6 +52,32 @@ def test_a_preset_overrides_the_config_file_and_set_overrides_the_preset(tmp_pat
     preset.write_text("[train]\nspatial_discount = 0.5\nlr = 1e-3\n")
     cfg = load_config(REPO / "configs" / "powernet.toml", [*preset_overrides(str(preset)), "train.lr=2e-3"])
     assert cfg.train.spatial_discount == 0.5 and cfg.train.lr == 2e-3
+
+
+def test_a_preset_starts_from_its_base_and_overrides_it(tmp_path):
+    (tmp_path / "parent.toml").write_text("[train]\nlr = 1e-3\nnum_envs = 4\n")
+    (tmp_path / "child.toml").write_text('base = "parent.toml"\n[train]\nlr = 2e-3\n[env]\nscenario = "paper"\n')
+    (tmp_path / "grandchild.toml").write_text('base = "child.toml"\n[train]\nnum_envs = 2\n')
+    cfg = load_config(REPO / "configs" / "powernet.toml", preset_overrides(str(tmp_path / "grandchild.toml")))
+    assert (cfg.train.lr, cfg.train.num_envs, cfg.env.scenario) == (2e-3, 2, "paper")
+    named = tmp_path / "named.toml"
+    named.write_text('base = "tuned"\n[train]\nlr = 1e-4\n')  # a shipped preset by name
+    cfg = load_config(REPO / "configs" / "powernet.toml", preset_overrides(str(named)))
+    assert (cfg.train.lr, cfg.train.loss) == (1e-4, "ppo")
+
+
+def test_a_bad_base_names_the_preset_that_holds_it(tmp_path):
+    cases = {"loop_a.toml": ('base = "loop_b.toml"\n', "cycle through 'base'"),
+             "loop_b.toml": ('base = "loop_a.toml"\n', "cycle through 'base'"),
+             "number.toml": ("base = 3\n", "'base' must be a preset name"),
+             "missing.toml": ('base = "fastest"\n', "missing.toml: base: unknown preset 'fastest'"),
+             "bad_parent.toml": ('base = "number.toml"\n', "bad_parent.toml: base: number.toml: 'base' must")}
+    for name, (text, _) in cases.items():
+        (tmp_path / name).write_text(text)
+    for name, (_, message) in cases.items():
+        result = CliRunner().invoke(main, ["train", "-c", str(REPO / "configs" / "ia2c.toml"), "--preset",
+                                           str(tmp_path / name), "--out", str(tmp_path / "run")])
+        assert result.exit_code == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1
 
 
 def test_an_unknown_or_broken_preset_is_one_line_and_exit_2(tmp_path):
