@@ -109,6 +109,9 @@ class TrainConfig:
     device: str = _opt("cpu", "device of the learner's update: cpu or cuda", choices=("cpu", "cuda"))
     threads: int = _opt(1, "local trainer: torch CPU threads of the update (the distributed services use one "
                         "each); more than one pays only for large systems on an otherwise idle machine", low=1)
+    init_from: str = _opt("", "start a fresh run from the weights of this checkpoint (a .pt file, or a run "
+                          "directory: its checkpoints/latest.pt), same algorithm and system; the optimiser, "
+                          "counters and schedules start fresh (\"\": random initial weights)")
     checkpoint_every: int = _opt(50_000, "environment steps between checkpoints (one is also written at the "
                                  "end)", low=1)
     log_every: int = _opt(50, "updates between progress lines in the log", low=1)

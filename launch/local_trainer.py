@@ -45,7 +45,34 @@ def prepare_run(cfg: Config, out_dir: str | Path, resume: bool) -> tuple[Path, G
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.toml").write_text(config_mod.dumps(cfg, header=provenance_header()))
     seed_everything(cfg.train.seed)
-    return latest, build_model(cfg.model, spec.adjacency, spec.obs_dim, spec.n_actions).to(device)
+    model = build_model(cfg.model, spec.adjacency, spec.obs_dim, spec.n_actions)
+    if cfg.train.init_from and not resume:  # a resume continues its own checkpoint, which already began there
+        load_initial_weights(model, cfg)
+    return latest, model.to(device)
+
+
+def load_initial_weights(model: GraphActorCritic, cfg: Config) -> None:
+    """Fine-tuning: put the weights of cfg.train.init_from into the fresh model (everything else, the optimiser,
+    the counters and the schedules, starts as in a fresh run). The checkpoint must hold the same algorithm on a
+    system of the same shape; anything else is one line naming what differs."""
+    source = Path(cfg.train.init_from)
+    if source.is_dir():
+        source = source / "checkpoints" / "latest.pt"
+    if not source.is_file():
+        raise InputError(f"train.init_from: no checkpoint at {source}")
+    ckpt = read_checkpoint(source)
+    theirs = ckpt.get("config", {}).get("model", {}).get("algorithm")
+    if theirs is not None and theirs != cfg.model.algorithm:
+        raise InputError(f"train.init_from: {source} holds a {theirs} model; this run trains {cfg.model.algorithm}")
+    ours = model.state_dict()
+    state = ckpt["model"]
+    wrong = sorted(k for k in ours.keys() | state.keys()
+                   if k not in ours or k not in state or tuple(ours[k].shape) != tuple(state[k].shape))
+    if wrong:
+        system = ckpt.get("config", {}).get("env", {}).get("system", "?")
+        raise InputError(f"train.init_from: {source} (trained on {system}) does not fit this run's model on "
+                         f"{cfg.env.system}: {len(wrong)} tensors differ, first {wrong[0]!r}")
+    model.load_state_dict(state)
 
 
 def _evaluate(curve: EvalCurve, model: GraphActorCritic, core: LearnerCore, log: Any) -> None:

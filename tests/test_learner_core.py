@@ -1,6 +1,7 @@
 """The learner core shared by the local trainer and the learner service: one checkpoint format (older ones
 still resume, broken ones are refused with one line), every update diagnostic in metrics.csv, resume of
-split env groups, and the layering that keeps the learner free of the simulator."""
+split env groups, fine-tuning from another run's weights (train.init_from), and the layering that keeps the
+learner free of the simulator."""
 
 from __future__ import annotations
 
@@ -220,3 +221,46 @@ def test_a_ppo_update_whose_later_epoch_fails_is_undone(monkeypatch):
     before = _state(model, optimiser)
     assert U.update(model, optimiser, ordinary, cfg.train)["skipped"] == 1.0
     _assert_same_state(before, _state(model, optimiser))
+
+
+def test_init_from_starts_a_fresh_run_from_another_runs_weights(tmp_path):
+    from launch.local_trainer import prepare_run
+
+    base = ["train.num_envs=2", "train.steps=40"]
+    train_local(load_config("configs/ia2c.toml", base), tmp_path / "source")
+    source = load_checkpoint(tmp_path / "source" / "checkpoints" / "latest.pt")
+    for where in (tmp_path / "source", tmp_path / "source" / "checkpoints" / "latest.pt"):  # a run dir or a file
+        cfg = load_config("configs/ia2c.toml", [*base, f'train.init_from="{where}"'])
+        _, model = prepare_run(cfg, tmp_path / f"probe-{where.name}", resume=False)
+        for key, value in source["model"].items():
+            assert torch.equal(model.state_dict()[key], value), key
+    # a fine-tuning run: fresh counters and optimiser, and it trains on from the source's weights
+    tuned = load_config("configs/ia2c.toml", [*base, f'train.init_from="{tmp_path / "source"}"'])
+    train_local(tuned, tmp_path / "tuned")
+    train_local(load_config("configs/ia2c.toml", base), tmp_path / "fresh")
+    after = load_checkpoint(tmp_path / "tuned" / "checkpoints" / "latest.pt")
+    fresh = load_checkpoint(tmp_path / "fresh" / "checkpoints" / "latest.pt")
+    assert (after["updates"], after["env_steps"]) == (source["updates"], 40)
+    assert any(not torch.equal(after["model"][k], source["model"][k]) for k in source["model"])  # it learned
+    assert any(not torch.equal(after["model"][k], fresh["model"][k]) for k in fresh["model"])  # not a fresh run
+    # --resume continues the run's own checkpoint and no longer needs the source
+    (tmp_path / "source" / "checkpoints" / "latest.pt").unlink()
+    train_local(load_config("configs/ia2c.toml", [base[0], "train.steps=80",
+                                                  f'train.init_from="{tmp_path / "source"}"']),
+                tmp_path / "tuned", resume=True)
+    assert load_checkpoint(tmp_path / "tuned" / "checkpoints" / "latest.pt")["env_steps"] == 80
+
+
+@pytest.mark.parametrize("config, extra, message", [
+    ("configs/powernet.toml", [], "holds a ia2c model; this run trains powernet"),
+    ("configs/ia2c.toml", ['env.system="microgrid-20"'], "(trained on microgrid-6) does not fit this run's model "
+                                                         "on microgrid-20"),
+    ("configs/ia2c.toml", ["MISSING"], "train.init_from: no checkpoint at"),
+])
+def test_init_from_a_checkpoint_that_does_not_fit_is_one_line_and_exit_2(tmp_path, config, extra, message):
+    train_local(load_config("configs/ia2c.toml", ["train.steps=20"]), tmp_path / "source")
+    source = tmp_path / ("nowhere" if extra == ["MISSING"] else "source")
+    sets = [s for s in extra if s != "MISSING"] + [f'train.init_from="{source}"']
+    args = ["train", "-c", str(ROOT / config), "--steps", "20", "--out", str(tmp_path / "run"), "--progress", "off"]
+    result = CliRunner().invoke(main, [*args, *[a for s in sets for a in ("--set", s)]])
+    assert result.exit_code == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1
