@@ -212,7 +212,8 @@ def test_study_configs_expand_to_the_planned_grids(tmp_path):
     assert len(sweep.runs) == 4 * 3 * 3 and sweep.steps == 1_000_000
     assert {r.tag for r in sweep.runs} >= {"alpha0.5-beta0", "alpha1-beta0.4"}
     for name, system, methods in (("paper_mg6", "microgrid-6", 8), ("paper_mg20", "microgrid-20", 7),
-                                  ("scenario_paper_mg20", "microgrid-20", 8)):
+                                  ("scenario_paper_mg20", "microgrid-20", 8),
+                                  ("outage_mg20", "microgrid-20", 8), ("fault_mg20", "microgrid-20", 8)):
         study = load_study(REPO / "configs" / "studies" / f"{name}.toml")  # MAPPO joined paper_mg6 only
         assert len(study.runs) == methods * 3 and {r.system for r in study.runs} == {system}
     assert override_tag({"train.spatial_discount": 0.75, "env.smoothing_beta": 0.2}) == "alpha0.75-beta0.2"
