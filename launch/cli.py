@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "actor": "launch.dist_cmd:actor",
     "keys": "launch.dist_cmd:keys",
     "plot": "launch.plot_cmd:plot",
+    "curves": "launch.curves_cmd:curves",
     "study": "launch.study_cmd:study",
     "report": "launch.study_cmd:report",
     "fit-baselines": "launch.fit_cmd:fit_baselines",

@@ -147,3 +147,20 @@ def return_change(metrics: dict[str, np.ndarray], share: float = 0.1) -> tuple[f
         return float(part.mean()) if part.size else float("nan")
 
     return mean(ret[:k]), mean(ret[-k:])
+
+
+def plot_eval_curves(series: list[dict], references: list[tuple[str, float]], path: Path, title: str) -> None:
+    """Greedy evaluation return against env steps, one line per run, dashed horizontal reference lines."""
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for i, s in enumerate(series):
+        ax.plot(s["env_steps"], s["eval_return"], marker="o", ms=3, lw=1.6, color=f"C{i % 10}", label=s["label"])
+    for j, (name, value) in enumerate(references):
+        ax.axhline(value, color=f"C{(len(series) + j) % 10}", ls="--", lw=1.0, label=name)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("greedy evaluation return")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
