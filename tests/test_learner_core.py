@@ -264,3 +264,16 @@ def test_init_from_a_checkpoint_that_does_not_fit_is_one_line_and_exit_2(tmp_pat
     args = ["train", "-c", str(ROOT / config), "--steps", "20", "--out", str(tmp_path / "run"), "--progress", "off"]
     result = CliRunner().invoke(main, [*args, *[a for s in sets for a in ("--set", s)]])
     assert result.exit_code == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_fused_adam_trains_what_the_per_operation_kernel_trains(tmp_path):
+    from learner.update import make_optimizer
+
+    base = ["train.steps=160", "train.num_envs=2", 'train.loss="ppo"', 'train.optimizer="adam"', "train.lr=3e-4"]
+    for fused in (True, False):
+        cfg = load_config("configs/powernet.toml", [*base, f"train.fused_adam={str(fused).lower()}"])
+        assert bool(make_optimizer(torch.nn.Linear(2, 2), cfg.train).defaults["fused"]) is fused
+        train_local(cfg, tmp_path / f"fused-{fused}")
+    # 4 updates of 4 PPO epochs: the kernels differ only in float rounding
+    assert_same_params(tmp_path / "fused-True" / "checkpoints" / "latest.pt",
+                       tmp_path / "fused-False" / "checkpoints" / "latest.pt", atol=1e-6)
