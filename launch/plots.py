@@ -150,17 +150,21 @@ def return_change(metrics: dict[str, np.ndarray], share: float = 0.1) -> tuple[f
 
 
 def plot_eval_curves(series: list[dict], references: list[tuple[str, float]], path: Path, title: str) -> None:
-    """Greedy evaluation return against env steps, one line per run, dashed horizontal reference lines."""
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+    """Greedy evaluation return against env steps, one line per run, a dashed grey line per reference; the
+    legend sits under the axes so that it hides no curve."""
+    entries = len(series) + len(references)
+    fig, ax = plt.subplots(figsize=(9, 4.6 + 0.22 * entries))
     for i, s in enumerate(series):
         ax.plot(s["env_steps"], s["eval_return"], marker="o", ms=3, lw=1.6, color=f"C{i % 10}", label=s["label"])
+    dashes = [(6, 2), (2, 2), (8, 3, 2, 3), (1, 1), (4, 1, 1, 1)]
     for j, (name, value) in enumerate(references):
-        ax.axhline(value, color=f"C{(len(series) + j) % 10}", ls="--", lw=1.0, label=name)
+        ax.axhline(value, color=str(0.15 + 0.5 * (j % 3) / 2), dashes=dashes[j % len(dashes)], lw=1.1, label=name)
     ax.set_xlabel("environment steps")
     ax.set_ylabel("greedy evaluation return")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1 if entries <= 6 else 2,
+              frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
