@@ -78,7 +78,7 @@ class TrainConfig:
     optim_eps: float = _opt(1e-5, "epsilon of RMSprop / Adam", low=0.0)
     fused_adam: bool = _opt(True, "Adam runs as torch's fused kernel (one pass over each tensor; the same "
                             "update up to float rounding, about 10x faster per step on CPU); false: the "
-                            "per-operation kernel that runs before this key existed used")
+                            "per-operation kernel, which runs made before this key existed used")
     lr_schedule: str = _opt("constant", "constant, or linear decay to 0 at train.steps",
                             choices=("constant", "linear"))
     max_grad_norm: float = _opt(40.0, "global gradient-norm clip over all agents (0 disables)", low=0.0)

@@ -13,7 +13,7 @@ from simsvc.systems import load_system
 
 
 def _grid(name: str, r_factor: float, l_factor: float, dt_s: float | None = None) -> GridBatch:
-    """One env of the system with every load's R and L scaled by the two factors, warmed up under droop."""
+    """One env of the system, at rest, with every load's R and L scaled by the two factors."""
     system = load_system(name)
     grid = GridBatch(system, 1, dt_s=dt_s)
     factors = np.empty((1, 2, system.n_load))
