@@ -150,6 +150,7 @@ def write_report(study_dir: str | Path, out_dir: str | Path | None = None, trace
     systems = sorted({g.system for g in group_list} | set(base))
     lines = [f"# Study `{study_dir.name}`", ""]
     lines += _provenance_lines(study_dir, results, argv)
+    lines += divergence_lines(results)
     csv_rows: list[dict[str, Any]] = []
     efficiency_rows: list[dict[str, Any]] = []
     for system in systems:
@@ -193,6 +194,41 @@ def _provenance_lines(study_dir: Path, results: Sequence[RunResult], argv: Seque
                  " — this is a shorter budget, so the numbers describe early training, not converged policies"),
               ""]
     return lines
+
+
+def diverged_episodes(metrics: Path) -> tuple[int, int]:
+    """(training episodes whose simulation diverged, training episodes) summed over a run's metrics.csv; (0, 0)
+    when the file or its `diverged` column is missing (runs older than the column)."""
+    import csv
+
+    diverged = episodes = 0
+    try:
+        with metrics.open() as fh:
+            for row in csv.DictReader(fh):
+                if row.get("diverged") in (None, "") or row.get("episodes") in (None, ""):
+                    continue
+                diverged += int(float(row["diverged"]))
+                episodes += int(float(row["episodes"]))
+    except (OSError, ValueError):
+        return 0, 0
+    return diverged, episodes
+
+
+def divergence_lines(results: Sequence[RunResult]) -> list[str]:
+    """A warning section when any run's simulation diverged in training: a diverged episode gives every agent
+    the -10 penalty and ends, so even a few per thousand can dominate what the learners see."""
+    rows = [(r.spec["run_id"], *diverged_episodes(r.run_dir / "metrics.csv")) for r in results]
+    hit = [(run, d, n) for run, d, n in rows if d > 0]
+    if not hit:
+        return []
+    lines = ["## Simulation divergences in training", "",
+             f"**{len(hit)} of {len(rows)} runs had training episodes whose simulation diverged** (every agent "
+             "got −10 and the episode ended). Even a few per thousand can dominate the value loss and the "
+             "advantages; check the integration step for this system and scenario (docs/pgsim.md#stiff-loads) "
+             "before reading the ranking.", "",
+             "| run | diverged training episodes | training episodes | share |", "|---|---|---|---|"]
+    lines += [f"| {run} | {d:,} | {n:,} | {d / max(n, 1):.2%} |" for run, d, n in hit]
+    return lines + [""]
 
 
 def _wall_time_lines(results: Sequence[RunResult]) -> list[str]:

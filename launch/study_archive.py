@@ -23,21 +23,25 @@ from launch.jsonfile import read_json
 from launch.run_state import FINISHED, RUN_SPEC
 from launch.training_curves import bin_by_steps, read_metrics, superseding_rows
 
-CURVE_COLUMNS = ("update", "env_steps", "wall_s", "episode_return", "episodes", "violation_rate")
+CURVE_COLUMNS = ("update", "env_steps", "wall_s", "episode_return", "episodes", "violation_rate", "diverged")
 
 
 def compact_metrics(src: Path, dest: Path) -> int:
     """metrics.csv in the report's env-step bins: per bin the last row's update, env steps and wall time,
-    the mean training return and violation share over its rows, and its episode count. Returns the rows."""
+    the mean training return and violation share over its rows, its episode count and its diverged episodes
+    (the report warns about those). Returns the rows."""
     m = read_metrics(src)
     keep = superseding_rows(m["env_steps"])
     nan = np.full(m["env_steps"].size, np.nan)
     kept = {name: m.get(name, nan)[keep] for name in CURVE_COLUMNS}  # a column the run did not log stays empty
     binned_steps, ret, last = bin_by_steps(kept["env_steps"], kept["episode_return"])
     _, violations, _ = bin_by_steps(kept["env_steps"], kept["violation_rate"])
-    episodes = np.add.reduceat(np.nan_to_num(kept["episodes"]), np.r_[0, last[:-1] + 1])
+    starts = np.r_[0, last[:-1] + 1]
+    episodes = np.add.reduceat(np.nan_to_num(kept["episodes"]), starts)
+    diverged = (np.add.reduceat(np.nan_to_num(kept["diverged"]), starts) if np.isfinite(kept["diverged"]).any()
+                else np.full(binned_steps.size, np.nan))  # a run older than the column keeps it empty
     columns = {"update": kept["update"][last], "env_steps": binned_steps, "wall_s": kept["wall_s"][last],
-               "episode_return": ret, "episodes": episodes, "violation_rate": violations}
+               "episode_return": ret, "episodes": episodes, "violation_rate": violations, "diverged": diverged}
 
     def text(x: float, integer: bool = False) -> str:
         if not np.isfinite(x):
@@ -49,7 +53,8 @@ def compact_metrics(src: Path, dest: Path) -> int:
         writer = csv.writer(fh)
         writer.writerow(CURVE_COLUMNS)
         for k in range(binned_steps.size):
-            writer.writerow([text(columns[c][k], c in ("update", "env_steps", "episodes")) for c in CURVE_COLUMNS])
+            writer.writerow([text(columns[c][k], c in ("update", "env_steps", "episodes", "diverged"))
+                             for c in CURVE_COLUMNS])
     return int(binned_steps.size)
 
 

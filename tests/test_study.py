@@ -494,3 +494,25 @@ def test_study_eta_comes_from_the_rate_of_this_invocation():
     assert left == pytest.approx((200 + 700 + 1000) / rate / 2, rel=1e-2)
     no_work = Task("eval", lambda slot: [], Path("log"))
     assert time_left_s([], [no_work], 0, 0.0, 2) is None
+
+
+def test_a_report_warns_of_runs_whose_simulation_diverged_and_the_archive_keeps_the_count(tmp_path):
+    from launch.report import divergence_lines
+
+    header = "update,env_steps,wall_s,episode_return,episodes,violation_rate,diverged\n"
+    runs = {"bad": [(1, 160, 1.0, 9.0, 8, 0.1, 1), (2, 320, 2.0, -30.0, 8, 0.2, 2), (3, 480, 3.0, 9.5, 8, 0.1, 0)],
+            "good": [(1, 160, 1.0, 9.0, 8, 0.1, 0), (2, 320, 2.0, 9.2, 8, 0.1, 0)]}
+    results = []
+    for name, rows in runs.items():
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        (run / "metrics.csv").write_text(header + "".join(",".join(map(str, r)) + "\n" for r in rows))
+        results.append(RunResult(run_dir=run, spec={"run_id": name}, finished=True, summary=None))
+    lines = divergence_lines(results)
+    assert "**1 of 2 runs had training episodes whose simulation diverged**" in lines[2]
+    assert "| bad | 3 | 24 | 12.50% |" in lines
+    assert not any(line.startswith("| good") for line in lines)
+    assert divergence_lines(results[1:]) == []  # nothing to warn about, no section
+    compact_metrics(tmp_path / "runs" / "bad" / "metrics.csv", tmp_path / "archived" / "metrics.csv")
+    archived = RunResult(run_dir=tmp_path / "archived", spec={"run_id": "bad"}, finished=True, summary=None)
+    assert "| bad | 3 | 24 | 12.50% |" in divergence_lines([archived])
