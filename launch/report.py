@@ -31,6 +31,7 @@ from launch.report_tables import (
 from launch.run_state import RUN_SPEC, last_env_steps
 from launch.study_results import Group, RunResult, collect, groups_of, read_baselines, read_invocations
 from launch.study_spec import ALPHA_KEY, BETA_KEY
+from launch.training_curves import read_metrics
 
 
 def _episode_v(path: Path) -> np.ndarray | None:
@@ -199,19 +200,14 @@ def _provenance_lines(study_dir: Path, results: Sequence[RunResult], argv: Seque
 def diverged_episodes(metrics: Path) -> tuple[int, int]:
     """(training episodes whose simulation diverged, training episodes) summed over a run's metrics.csv; (0, 0)
     when the file or its `diverged` column is missing (runs older than the column)."""
-    import csv
-
-    diverged = episodes = 0
     try:
-        with metrics.open() as fh:
-            for row in csv.DictReader(fh):
-                if row.get("diverged") in (None, "") or row.get("episodes") in (None, ""):
-                    continue
-                diverged += int(float(row["diverged"]))
-                episodes += int(float(row["episodes"]))
+        m = read_metrics(metrics)
     except (OSError, ValueError):
         return 0, 0
-    return diverged, episodes
+    if "diverged" not in m or "episodes" not in m:
+        return 0, 0
+    counted = np.isfinite(m["diverged"]) & np.isfinite(m["episodes"])
+    return int(m["diverged"][counted].sum()), int(m["episodes"][counted].sum())
 
 
 def divergence_lines(results: Sequence[RunResult]) -> list[str]:
