@@ -228,21 +228,28 @@ def divergence_lines(results: Sequence[RunResult]) -> list[str]:
 
 
 def _wall_time_lines(results: Sequence[RunResult]) -> list[str]:
-    """Per run: env steps, attempts, training and evaluation wall time; then the spread over finished runs."""
+    """Per run: env steps, attempts, training and evaluation wall time; then the spread over finished runs.
+    A run the study did not time (trained outside it, or its study killed before recording the attempt)
+    shows its own clock from metrics.csv, marked *, or – when that is missing too."""
     lines = ["## Wall time per run", "",
              "| run | env steps | attempts | training wall time (s) | evaluation wall time (s) |",
              "|---|---|---|---|---|"]
     for r in results:
-        attempts = r.spec.get("attempts", [])
-        steps = max((a.get("end_env_steps", 0) for a in attempts), default=0)
+        steps, wall = r.env_steps, r.train_wall_s
         ev = r.spec.get("evaluations", [])
         ev_wall = f"{ev[-1]['wall_s']:.1f}" if ev else "–"
-        lines.append(f"| {r.spec['run_id']} | {steps} | {len(attempts)} | {r.train_wall_s:.1f} | {ev_wall} |")
-    walls = [r.train_wall_s for r in results if r.finished]
+        mark = "" if r.recorded else "*"
+        wall_cell = "–" if wall is None else f"{wall:.1f}{mark}"
+        lines.append(f"| {r.spec['run_id']} | {'–' if steps is None else steps} | "
+                     f"{len(r.spec.get('attempts', []))} | {wall_cell} | {ev_wall} |")
+    walls = [r.train_wall_s for r in results if r.finished and r.train_wall_s is not None]
     if walls:
         lines += ["", f"Training wall time of a finished run: mean {np.mean(walls):.1f} s, "
                   f"min {np.min(walls):.1f} s, max {np.max(walls):.1f} s (sum over its attempts; runs trained "
                   "side by side share the machine)."]
+    if any(not r.recorded for r in results):
+        lines += ["", "\\* not timed by the study (the run was trained outside it, or the study stopped before "
+                  "recording the attempt): the run's own clock, the last `wall_s` of its metrics.csv."]
     return lines + [""]
 
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from launch.provenance import read_provenance_header
 from launch.report_stats import mean_interval
 from launch.run_state import FINISHED, RUN_SPEC
@@ -34,8 +36,36 @@ class RunResult:
         return self.spec["system"], self.spec["algorithm"], self.spec["tag"]
 
     @property
-    def train_wall_s(self) -> float:
-        return float(sum(a.get("wall_s", 0.0) for a in self.spec.get("attempts", [])))
+    def recorded(self) -> bool:
+        """Whether the study timed this run's training; a run trained outside it and found finished (or one
+        whose study was killed before it wrote the attempt down) has no attempts."""
+        return bool(self.spec.get("attempts"))
+
+    @property
+    def train_wall_s(self) -> float | None:
+        """Seconds of training: the sum over the study's attempts, else the run's own clock (the last `wall_s`
+        of its metrics.csv), else None when neither exists."""
+        if self.recorded:
+            return float(sum(a.get("wall_s", 0.0) for a in self.spec["attempts"]))
+        return self._own_clock()[1]
+
+    @property
+    def env_steps(self) -> int | None:
+        """Env steps trained: the furthest attempt, else the run's metrics.csv, else None."""
+        if self.recorded:
+            return int(max(a.get("end_env_steps", 0) for a in self.spec["attempts"]))
+        return self._own_clock()[0]
+
+    def _own_clock(self) -> tuple[int | None, float | None]:
+        """(env steps, wall seconds) of metrics.csv's last row, or (None, None) when it is missing or empty."""
+        from launch.training_curves import read_metrics
+
+        try:
+            metrics = read_metrics(self.run_dir / "metrics.csv")
+        except (OSError, ValueError):
+            return None, None
+        steps, wall = metrics["env_steps"][-1], metrics.get("wall_s", np.array([np.nan]))[-1]
+        return (int(steps) if np.isfinite(steps) else None), (float(wall) if np.isfinite(wall) else None)
 
 
 @dataclass

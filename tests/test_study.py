@@ -516,3 +516,29 @@ def test_a_report_warns_of_runs_whose_simulation_diverged_and_the_archive_keeps_
     compact_metrics(tmp_path / "runs" / "bad" / "metrics.csv", tmp_path / "archived" / "metrics.csv")
     archived = RunResult(run_dir=tmp_path / "archived", spec={"run_id": "bad"}, finished=True, summary=None)
     assert "| bad | 3 | 24 | 12.50% |" in divergence_lines([archived])
+
+
+def test_wall_time_of_a_run_the_study_did_not_time_comes_from_its_own_clock(tmp_path):
+    """A run trained outside the study (found finished) has no attempts: the report shows metrics.csv's last
+    wall_s, marked, instead of 0 s, and a run with neither shows a dash and stays out of the spread."""
+    from launch.report import _wall_time_lines
+
+    header = "update,env_steps,wall_s,episode_return,episodes,violation_rate,diverged\n"
+    timed = RunResult(tmp_path / "timed", {"run_id": "timed", "attempts": [
+        {"wall_s": 100.0, "end_env_steps": 600}, {"wall_s": 50.0, "end_env_steps": 1200}]}, True, None)
+    adopted = tmp_path / "adopted"
+    adopted.mkdir()
+    (adopted / "metrics.csv").write_text(header + "1,600,30.5,9.0,8,0.1,0\n2,1200,61.25,9.5,8,0.1,0\n")
+    found = RunResult(adopted, {"run_id": "adopted", "attempts": []}, True, None)
+    bare = RunResult(tmp_path / "bare", {"run_id": "bare"}, True, None)
+    assert (timed.train_wall_s, timed.env_steps) == (150.0, 1200)
+    assert (found.train_wall_s, found.env_steps, found.recorded) == (61.25, 1200, False)
+    assert (bare.train_wall_s, bare.env_steps) == (None, None)
+    lines = _wall_time_lines([timed, found, bare])
+    assert "| timed | 1200 | 2 | 150.0 | – |" in lines
+    assert "| adopted | 1200 | 0 | 61.2* | – |" in lines
+    assert "| bare | – | 0 | – | – |" in lines
+    spread = next(line for line in lines if line.startswith("Training wall time"))
+    assert "min 61.2 s, max 150.0 s" in spread
+    assert any("not timed by the study" in line for line in lines)
+    assert not any("not timed" in line for line in _wall_time_lines([timed]))
