@@ -8,6 +8,7 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +48,19 @@ class RunResult:
         of its metrics.csv), else None when neither exists."""
         if self.recorded:
             return float(sum(a.get("wall_s", 0.0) for a in self.spec["attempts"]))
-        return self._own_clock()[1]
+        return self._own_clock[1]
 
     @property
     def env_steps(self) -> int | None:
         """Env steps trained: the furthest attempt, else the run's metrics.csv, else None."""
         if self.recorded:
             return int(max(a.get("end_env_steps", 0) for a in self.spec["attempts"]))
-        return self._own_clock()[0]
+        return self._own_clock[0]
 
+    @cached_property
     def _own_clock(self) -> tuple[int | None, float | None]:
-        """(env steps, wall seconds) of metrics.csv's last row, or (None, None) when it is missing or empty."""
+        """(env steps, wall seconds) of metrics.csv's last row, or (None, None) when it is missing or empty;
+        read once per run."""
         from launch.training_curves import read_metrics
 
         try:
