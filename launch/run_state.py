@@ -13,8 +13,9 @@ FINISHED = "FINISHED.json"
 RUN_SPEC = "study-run.json"
 
 
-def last_env_steps(metrics: Path) -> int:
-    """env_steps of the last row of a metrics.csv (0 when absent or empty), read from the file's tail."""
+def last_metrics_row(metrics: Path) -> dict[str, str] | None:
+    """The last row of a metrics.csv whose env_steps cell is a number, as {column: cell}, read from the file's
+    tail (None when the file is absent, empty or has no such row)."""
     try:
         with metrics.open("rb") as fh:
             header = fh.readline().decode().strip().split(",")
@@ -23,17 +24,24 @@ def last_env_steps(metrics: Path) -> int:
             fh.seek(max(0, size - 8192))
             lines = [ln for ln in fh.read().decode(errors="replace").splitlines() if ln.strip()]
     except OSError:
-        return 0
+        return None
     if "env_steps" not in header or len(lines) < 2:
-        return 0
+        return None
     col = header.index("env_steps")
     for line in reversed(lines):
         cells = line.split(",")
         try:
-            return int(float(cells[col]))
+            float(cells[col])
         except (IndexError, ValueError):
             continue
-    return 0
+        return dict(zip(header, cells, strict=False))  # a cut-off row keeps the cells it has
+    return None
+
+
+def last_env_steps(metrics: Path) -> int:
+    """env_steps of the last row of a metrics.csv (0 when absent or empty)."""
+    row = last_metrics_row(metrics)
+    return int(float(row["env_steps"])) if row is not None else 0
 
 
 def checkpoint_env_steps(run_dir: Path) -> int:

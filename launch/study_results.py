@@ -5,6 +5,7 @@ the record of the study's invocations."""
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,11 +13,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from launch.provenance import read_provenance_header
 from launch.report_stats import mean_interval
-from launch.run_state import FINISHED, RUN_SPEC
+from launch.run_state import FINISHED, RUN_SPEC, last_metrics_row
 
 
 @dataclass
@@ -59,16 +58,15 @@ class RunResult:
 
     @cached_property
     def _own_clock(self) -> tuple[int | None, float | None]:
-        """(env steps, wall seconds) of metrics.csv's last row, or (None, None) when it is missing or empty;
-        read once per run."""
-        from launch.training_curves import read_metrics
-
-        try:
-            metrics = read_metrics(self.run_dir / "metrics.csv")
-        except (OSError, ValueError):
+        """(env steps, wall seconds) of metrics.csv's last row, or None for what it lacks; read once per run."""
+        row = last_metrics_row(self.run_dir / "metrics.csv")
+        if row is None:
             return None, None
-        steps, wall = metrics["env_steps"][-1], metrics.get("wall_s", np.array([np.nan]))[-1]
-        return (int(steps) if np.isfinite(steps) else None), (float(wall) if np.isfinite(wall) else None)
+        try:
+            wall = float(row.get("wall_s", ""))
+        except ValueError:
+            wall = math.nan
+        return int(float(row["env_steps"])), (wall if math.isfinite(wall) else None)
 
 
 @dataclass
