@@ -62,11 +62,12 @@ class RunResult:
         row = last_metrics_row(self.run_dir / "metrics.csv")
         if row is None:
             return None, None
+        steps = int(float(row["env_steps"]))
         try:
-            wall = float(row.get("wall_s", ""))
-        except ValueError:
-            wall = math.nan
-        return int(float(row["env_steps"])), (wall if math.isfinite(wall) else None)
+            wall = float(row["wall_s"])
+        except (KeyError, ValueError):  # no wall_s column, or a cut-off or empty cell
+            return steps, None
+        return steps, (wall if math.isfinite(wall) else None)
 
 
 @dataclass
