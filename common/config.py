@@ -79,6 +79,10 @@ class TrainConfig:
     fused_adam: bool = _opt(True, "Adam runs as torch's fused kernel (one pass over each tensor; the same "
                             "update up to float rounding, about 10x faster per step on CPU); false: the "
                             "per-operation kernel, which runs made before this key existed used")
+    unroll: str = _opt("kernel", "how the learner recomputes a window: kernel (the step-by-step part compiled, "
+                       "forward and backward, for every network but CommNet and DIAL, on CPU; about 2x faster "
+                       "per update) or torch (autograd over per-step operations, which runs made before this "
+                       "key existed used); the two agree to float32 rounding", choices=("kernel", "torch"))
     lr_schedule: str = _opt("constant", "constant, or linear decay to 0 at train.steps",
                             choices=("constant", "linear"))
     max_grad_norm: float = _opt(40.0, "global gradient-norm clip over all agents (0 disables)", low=0.0)

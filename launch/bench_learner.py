@@ -140,6 +140,7 @@ def _measure(alg: str, graph: dict[str, Any], device: torch.device, env_counts: 
     model_cfg = ModelConfig(algorithm=alg)
     train_cfg = TrainConfig(device=device.type)
     model = build_model(model_cfg, graph["adjacency"], graph["obs_dim"], graph["n_actions"]).to(device)
+    model.window_kernel = train_cfg.unroll == "kernel"
     opt = make_optimizer(model, train_cfg)
     rows = []
     for n_envs in env_counts:

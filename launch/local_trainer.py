@@ -46,9 +46,12 @@ def prepare_run(cfg: Config, out_dir: str | Path, resume: bool) -> tuple[Path, G
     (out / "config.toml").write_text(config_mod.dumps(cfg, header=provenance_header()))
     seed_everything(cfg.train.seed)
     model = build_model(cfg.model, spec.adjacency, spec.obs_dim, spec.n_actions)
+    model.window_kernel = cfg.train.unroll == "kernel"
     if cfg.train.init_from and not resume:  # a resume continues its own checkpoint, which already began there
         load_initial_weights(model, cfg)
-    return latest, model.to(device)
+    model = model.to(device)
+    model.warm_window_kernel()
+    return latest, model
 
 
 def load_initial_weights(model: GraphActorCritic, cfg: Config) -> None:

@@ -18,11 +18,13 @@ COMMUNICATING = ("powernet", "neurcomm", "commnet", "dial")
 INDEPENDENT = ("ia2c", "fprint", "consenet")
 
 
-def _gradient_reach(algorithm: str, k: int) -> np.ndarray:
-    """reach[j, i] = True where d loss_j / d params_i is non-zero."""
+def _gradient_reach(algorithm: str, k: int, kernel: bool = False) -> np.ndarray:
+    """reach[j, i] = True where d loss_j / d params_i is non-zero; `kernel`: unroll with the compiled window
+    kernel where the network has one (train.unroll = kernel), else in torch."""
     torch.manual_seed(0)
     n, b = ADJ.shape[0], 2
     model = build_model(ModelConfig(algorithm=algorithm, hidden=16), ADJ, 9, 10)
+    model.window_kernel = kernel
     g = torch.Generator().manual_seed(1)
     fp = torch.softmax(torch.randn(b, n, 10, generator=g), -1)
     state0 = AgentState(torch.randn(b, n, 16, generator=g), torch.randn(b, n, 16, generator=g), fp)
@@ -40,15 +42,17 @@ def _gradient_reach(algorithm: str, k: int) -> np.ndarray:
     return reach
 
 
+@pytest.mark.parametrize("kernel", [False, True])
 @pytest.mark.parametrize("algorithm", COMMUNICATING)
 @pytest.mark.parametrize("k", [1, 2, 3, 4])
-def test_gradient_reaches_agents_within_k_minus_1_hops(algorithm, k):
-    assert np.array_equal(_gradient_reach(algorithm, k), HOPS <= k - 1)
+def test_gradient_reaches_agents_within_k_minus_1_hops(algorithm, k, kernel):
+    assert np.array_equal(_gradient_reach(algorithm, k, kernel), HOPS <= k - 1)
 
 
+@pytest.mark.parametrize("kernel", [False, True])
 @pytest.mark.parametrize("algorithm", INDEPENDENT)
-def test_no_gradient_crosses_agents_without_messages(algorithm):
-    assert np.array_equal(_gradient_reach(algorithm, 4), np.eye(ADJ.shape[0], dtype=bool))
+def test_no_gradient_crosses_agents_without_messages(algorithm, kernel):
+    assert np.array_equal(_gradient_reach(algorithm, 4, kernel), np.eye(ADJ.shape[0], dtype=bool))
 
 
 def test_consenet_couples_agents_by_averaging_lstm_parameters():

@@ -126,17 +126,22 @@ def test_metrics_record_the_ppo_diagnostics_and_leave_them_empty_for_a2c(tmp_pat
         assert row["clip_fraction"] == row["approx_kl"] == row["rho_mean"] == ""
 
 
-def test_the_learner_builds_its_model_without_a_simulator(tmp_path):
-    # the learner process needs the agent graph and sizes, which the system file gives
+@pytest.mark.parametrize("unroll", ["kernel", "torch"])
+def test_the_learner_builds_its_model_without_a_simulator(tmp_path, unroll):
+    # the learner process needs the agent graph and sizes, which the system file gives; Numba only for the
+    # compiled window unroll (train.unroll = kernel), never the simulator's kernels
+    overrides = ['env.system="microgrid-20"', f'train.unroll="{unroll}"']
     code = ("import sys; from common.config import load_config; from launch.dist import build_learner; "
-            "s = build_learner(load_config('configs/powernet.toml', ['env.system=\"microgrid-20\"']), "
+            f"s = build_learner(load_config('configs/powernet.toml', {overrides!r}), "
             f"{str(tmp_path)!r}, 'r', free_ports=True); s.close(); "
-            "print(sorted(m for m in sys.modules if m.startswith(('simsvc', 'actor', 'numba'))))")
+            "print(sorted(m for m in sys.modules if m.startswith(('simsvc', 'actor', 'numba', 'common.nets'))))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    loaded = eval(out.stdout.strip().splitlines()[-1])
+    loaded = set(eval(out.stdout.strip().splitlines()[-1]))
     assert "simsvc.systems" in loaded  # the system file was read ...
-    assert not {"simsvc.simulator", "simsvc.model", "simsvc.env", "numba"} & set(loaded), loaded  # ... no simulator
+    assert not {"simsvc.simulator", "simsvc.model", "simsvc.env"} & loaded, loaded  # ... no simulator
+    kernel = unroll == "kernel"
+    assert ("common.nets.window_kernel" in loaded) is kernel and ("numba" in loaded) is kernel, loaded
 
 
 def _imports(package: str) -> set[tuple[str, str]]:

@@ -218,9 +218,11 @@ def test_networks_without_neighbour_inputs_ignore_the_masks(algorithm) -> None:
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("kernel", [False, True])
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_the_unroll_with_masks_is_the_acting_steps_with_masks(algorithm) -> None:
+def test_the_unroll_with_masks_is_the_acting_steps_with_masks(algorithm, kernel) -> None:
     model = _model(algorithm, _graph(), hidden=16)
+    model.window_kernel = kernel  # the compiled window unroll where the network has one (train.unroll)
     steps, batch = 4, 2
     g = torch.Generator().manual_seed(5)
     obs = torch.randn(steps, batch, 6, OBS, generator=g)
@@ -237,15 +239,34 @@ def test_the_unroll_with_masks_is_the_acting_steps_with_masks(algorithm) -> None
     torch.testing.assert_close(logits, torch.stack(stepped), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("kernel", [False, True])
 @pytest.mark.parametrize("algorithm", READS_NEIGHBOURS)
-def test_no_gradient_passes_a_lost_link(algorithm) -> None:
+def test_no_gradient_passes_a_lost_link(algorithm, kernel) -> None:
     model = _model(algorithm, _graph(), hidden=16)
+    model.window_kernel = kernel
     obs = torch.randn(1, 1, 6, OBS, requires_grad=True)
     links = torch.ones(1, 1, 6, model.neighbours.width, dtype=torch.bool)
     links[0, 0, 1, 1] = False  # agent 1 loses agent 2
     logits, _, _ = model.unroll(obs, torch.zeros(1, 1, dtype=torch.bool), _state(model, 1), links)
     (grad,) = torch.autograd.grad(logits[0, 0, 1].sum(), obs)
     assert grad[0, 0, 2].abs().max() == 0.0 and grad[0, 0, 0].abs().max() > 0.0 and grad[0, 0, 4].abs().max() > 0
+
+
+@pytest.mark.parametrize("kernel", [False, True])
+@pytest.mark.parametrize("algorithm", ("neurcomm", "powernet"))
+def test_no_gradient_passes_a_lost_message_between_steps(algorithm, kernel) -> None:
+    """Over two steps the hidden-state message carries agent 2's first observation to agent 1, unless agent 1
+    loses agent 2's message at the second step (and agent 2's observation at the first)."""
+    model = _model(algorithm, _graph(), hidden=16)
+    model.window_kernel = kernel
+    obs = torch.randn(2, 1, 6, OBS, requires_grad=True)
+    for lost, reaches in ((False, True), (True, False)):
+        links = torch.ones(2, 1, 6, model.neighbours.width, dtype=torch.bool)
+        links[0, 0, 1, 1] = False  # at step 0 agent 1 does not see agent 2's observation
+        links[1, 0, 1, 1] = not lost
+        logits, _, _ = model.unroll(obs, torch.zeros(2, 1, dtype=torch.bool), _state(model, 1), links)
+        (grad,) = torch.autograd.grad(logits[1, 0, 1].sum(), obs)
+        assert bool(grad[0, 0, 2].abs().max() > 0.0) is reaches
 
 
 # -- acting, collecting, the wire and the update ----------------------------------------------------------------

@@ -69,6 +69,13 @@ class GraphActorCritic(nn.Module):
         return AgentLinear(self.n_agents, in_features, out_features, self.share_weights)
 
     uses_fingerprint = False  # True where `messages` reads fp (the unroll then tracks it per step)
+    # The messages `messages` builds, in the names `common.nets.window_kernel` knows ("fp": relu(fp_fc(gathered
+    # fingerprints)), "msg": relu(msg_fc(gathered h))), for networks whose window that kernel can unroll;
+    # None for the others, which always unroll in torch.
+    window_messages: tuple[str, ...] | None = None
+    # Whether `unroll` runs through the compiled window kernel where it can (CPU, float32, window_messages
+    # set); the trainers set it from train.unroll (docs/algorithms.md#window-kernel).
+    window_kernel = False
     # True where the messages are added to the encoded observation (CommNet, DIAL) and so read the same LSTM
     # weight rows; otherwise they are concatenated after it and read the rows that follow.
     additive_messages = False
@@ -158,6 +165,8 @@ class GraphActorCritic(nn.Module):
         Only what depends on the previous state runs step by step: the observation encoder, its share of
         the LSTM gates and the heads run once on the window, and each step is one matmul per layer on
         agent-major tensors (see `StepLinear`)."""
+        if self._kernel_applies(obs):
+            return self._kernel_unroll(obs, starts, state, links)
         steps, batch = starts.shape
         features = self.encode_obs(self._with_id(obs), links)  # [T, B, N, X]
         link_steps = [None] * steps if links is None else links.transpose(1, 2).unbind(0)  # T x [N, B, D]
@@ -188,5 +197,55 @@ class GraphActorCritic(nn.Module):
         h_all = torch.stack(hs).transpose(1, 2)  # [T, B, N, H]
         logits = self.actor(h_all)
         final = AgentState(h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous(),
+                           F.softmax(logits[-1], dim=-1).detach())
+        return logits, h_all, final
+
+    def warm_window_kernel(self) -> None:
+        """Load the window kernel's compiled code now (half a second in a fresh process) by unrolling and
+        differentiating a one-step window of zeros, so that it is not paid inside the first timed update.
+        Parameters, gradients (left None) and random streams are untouched; a no-op where torch unrolls."""
+        obs = torch.zeros(1, 1, self.n_agents, self.obs_dim, device=self.hop_distance.device)
+        if not self._kernel_applies(obs):
+            return
+        logits, _, _ = self.unroll(obs, torch.ones(1, 1, dtype=torch.bool), self.initial_state(1))
+        logits.sum().backward()
+        for param in self.parameters():
+            param.grad = None
+
+    def _kernel_applies(self, obs: torch.Tensor) -> bool:
+        return (self.window_kernel and self.window_messages is not None and obs.device.type == "cpu"
+                and obs.dtype == torch.float32 and self.lstm.weight.dtype == torch.float32)
+
+    def _kernel_unroll(self, obs: torch.Tensor, starts: torch.Tensor, state: AgentState,
+                       links: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, AgentState]:
+        """`unroll` with its step-by-step part in `WindowRecurrence` (same values to float32 rounding)."""
+        steps, batch = starts.shape
+        n, nb = self.n_agents, self.neighbours
+        features = self.encode_obs(self._with_id(obs), links)  # [T, B, N, X]
+        weight, bias = self.lstm.weight, self.lstm.bias
+        x_rows = features.shape[-1]
+        gx = agent_matmul(features, weight[:, :x_rows], bias).transpose(1, 2).contiguous()  # [T, N, B, 4H]
+        empty = weight.new_zeros(1, 0, 0)
+        use_fp, use_msg = "fp" in self.window_messages, "msg" in self.window_messages
+        fp_layer = self.fp_fc if use_fp else None
+        msg_layer = self.msg_fc if use_msg else None
+        if links is None:
+            links_am = np.ones((steps, n, batch, nb.width), dtype=np.float32)
+        else:
+            links_am = np.ascontiguousarray(links.transpose(1, 2).numpy(), dtype=np.float32)
+        am = lambda x: np.ascontiguousarray(x.detach().transpose(0, 1).numpy(), dtype=np.float32)  # noqa: E731
+        graph = {"index": nb.index.view(n, nb.width).numpy(), "degree": nb.mask.sum((1, 2)).long().numpy(),
+                 "links": links_am, "starts": np.ascontiguousarray(starts.numpy()),
+                 "h0": am(state.h), "c0": am(state.c), "fp0": am(state.fp),
+                 "wact": self.actor.weight.detach().numpy(), "bact": self.actor.bias.detach().numpy(),
+                 "use_fp": use_fp, "use_msg": use_msg, "track_fp": self.uses_fingerprint, "row0": x_rows}
+        from common.nets.window_kernel import WindowRecurrence  # Numba, only in processes that use it
+
+        h_all, c = WindowRecurrence.apply(
+            gx, weight, fp_layer.weight if use_fp else empty, fp_layer.bias if use_fp else empty[0],
+            msg_layer.weight if use_msg else empty, msg_layer.bias if use_msg else empty[0], graph)
+        h_all = h_all.transpose(1, 2)  # [T, B, N, H]
+        logits = self.actor(h_all)
+        final = AgentState(h_all[-1].contiguous(), c.transpose(0, 1).contiguous(),
                            F.softmax(logits[-1], dim=-1).detach())
         return logits, h_all, final

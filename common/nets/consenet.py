@@ -19,6 +19,8 @@ class ConseNet(GraphActorCritic):
         closed = np.asarray(adjacency, dtype=np.float32) + np.eye(len(adjacency), dtype=np.float32)
         self.register_buffer("consensus", torch.from_numpy(closed / closed.sum(axis=1, keepdims=True)))
 
+    window_messages = ()
+
     def build_inputs(self) -> int:
         self.obs_fc = self.linear(self.in_dim, self.hidden)
         return self.hidden

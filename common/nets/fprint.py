@@ -13,6 +13,8 @@ class FPrint(GraphActorCritic):
     """LSTM input [relu(W_x o'_i), relu(W_p [fp_j for j in N(i)])]; fingerprints are detached data, so no
     gradient crosses between agents."""
 
+    window_messages = ("fp",)
+
     def build_inputs(self) -> int:
         self.obs_fc = self.linear(self.in_dim * (1 + self.neighbours.width), self.hidden)
         self.fp_fc = self.linear(self.n_actions * self.neighbours.width, self.hidden)

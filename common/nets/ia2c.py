@@ -11,6 +11,8 @@ from common.nets.base import GraphActorCritic
 class IA2C(GraphActorCritic):
     """LSTM input relu(W_x o'_i)."""
 
+    window_messages = ()
+
     def build_inputs(self) -> int:
         self.obs_fc = self.linear(self.in_dim * (1 + self.neighbours.width), self.hidden)
         return self.hidden

@@ -32,6 +32,8 @@ class GlobalCritic(nn.Module):
 class MAPPO(GraphActorCritic):
     """LSTM input relu(W_x o_i): the actor reads no neighbour, only the critic sees everything."""
 
+    window_messages = ()
+
     def build_inputs(self) -> int:
         self.obs_fc = self.linear(self.in_dim, self.hidden)
         return self.hidden

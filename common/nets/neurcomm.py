@@ -14,6 +14,8 @@ from common.nets.layers import StepLinear
 class NeurComm(GraphActorCritic):
     """LSTM input [relu(W_x o'_i), relu(W_p [fp_j]_{N(i)}), relu(W_m [h_j]_{N(i)})], width 3H."""
 
+    window_messages = ("fp", "msg")
+
     def build_inputs(self) -> int:
         width = self.neighbours.width
         self.obs_fc = self.linear(self.in_dim * (1 + width), self.hidden)
