@@ -92,6 +92,7 @@ class VecMicrogridEnv:
         self.obs_mean, self.obs_std = observation_scale(s, obs_norm)  # "system" or a scenario
         self._share_mix = neighbour_mean_matrix(self.adjacency) if sc.sharing_weight > 0 else None
         self.loadbus_assign = loadbus_assignment(s, sc.loadbus_nearest) if sc.loadbus_weight > 0 else None
+        self._all_envs = np.arange(num_envs)
         self._rl = np.ones((num_envs, 2, s.n_load))  # the R and L factor of every load, now
         self.measured_load_factors = self._rl.copy()  # ... and at the latest measurement (before a walk or step)
         self._step_at = np.full(num_envs, -1, dtype=np.int64)  # control step a load step acts from (-1: none)
@@ -187,8 +188,12 @@ class VecMicrogridEnv:
             self._run(self._control_steps, envs)
 
     def _set_loads(self, factors: np.ndarray, envs: np.ndarray) -> None:
-        self._rl[envs] = factors
-        apply_load_factors(self.grid, factors, envs)
+        rows = None if len(envs) == self.n_envs and np.array_equal(envs, self._all_envs) else envs
+        self._rl[slice(None) if rows is None else rows] = factors
+        if self.scenario.independent_rl:
+            apply_load_factors(self.grid, factors, rows)
+        else:  # R and L share their factors: what apply_load_factors would find, without comparing
+            self.grid.set_load_factors(factors[:, 1], rows)
 
     @property
     def links(self) -> np.ndarray | None:
@@ -247,12 +252,13 @@ class VecMicrogridEnv:
         a = np.asarray(actions)
         if a.shape != (self.n_envs, self.n_agents):
             raise ValueError(f"actions must have shape ({self.n_envs}, {self.n_agents}), got {a.shape}")
-        if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        integral = np.issubdtype(a.dtype, np.integer)
+        if not (integral or np.issubdtype(a.dtype, np.floating)):
             raise ValueError(f"actions must be numbers, got dtype {a.dtype}")
-        if not np.all(np.isfinite(a)):
+        if not integral and not np.all(np.isfinite(a)):
             raise ValueError("actions contain NaN or inf")
         if self.action_mode == "discrete":
-            if np.any(a != np.round(a)) or np.any(a < 0) or np.any(a >= self.n_actions):
+            if (not integral and np.any(a != np.round(a))) or a.min() < 0 or a.max() >= self.n_actions:
                 raise ValueError(f"discrete actions must be integers in 0..{self.n_actions - 1}, got {a.tolist()}")
             return setpoint_choices(s)[a.astype(np.int64)]
         if np.any(a < -1.0) or np.any(a > 1.0):
@@ -347,7 +353,9 @@ class VecMicrogridEnv:
             if self._step_at[e] >= 0 and self._t[e] == self._step_at[e]:
                 factors[k] += self._step_delta[e]
                 moved[k] = True
-        if moved.any():
+        if moved.all():  # (the rule with the walk on: no fancy indexing)
+            self._set_loads(np.clip(factors, *sc.walk_bounds), envs)
+        elif moved.any():
             self._set_loads(np.clip(factors[moved], *sc.walk_bounds), envs[moved])
 
     def _reward(self, meas: Measurements) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -435,18 +443,22 @@ class VecMicrogridEnv:
 
     def raw_observation(self, meas: Measurements) -> np.ndarray:
         """The 9 measurements of every agent in SI units, [E, N, 9] (order: OBS_NAMES)."""
-        return np.concatenate([meas.delta_rad[..., None], meas.p_w[..., None], meas.q_var[..., None],
-                               meas.io_dq_a, meas.io_DQ_a, meas.vb_DQ_v], axis=-1)
+        raw = np.empty((*meas.v_pu.shape, OBS_DIM))
+        raw[..., 0], raw[..., 1], raw[..., 2] = meas.delta_rad, meas.p_w, meas.q_var
+        raw[..., 3:5], raw[..., 5:7], raw[..., 7:9] = meas.io_dq_a, meas.io_DQ_a, meas.vb_DQ_v
+        return raw
 
     def _observe(self, meas: Measurements, envs: np.ndarray | None = None) -> np.ndarray:
         """Normalised (noisy) observations [E, N, 9]; noise is drawn only for `envs` (all by default), so
         an env that restarts alone does not advance the noise stream of the others."""
-        obs = (self.raw_observation(meas) - self.obs_mean) / self.obs_std
+        obs = (self.raw_observation(meas) - self.obs_mean) / self.obs_std  # [E, N, 9] float64
         if self.noise_std > 0.0:
             for e in (range(self.n_envs) if envs is None else envs):
                 noise = self._noise_rngs[e].standard_normal(obs.shape[1:])
                 obs[e] += self.noise_std * np.abs(obs[e]) * noise
-        return np.clip(np.nan_to_num(obs, nan=0.0), -1e6, 1e6).astype(np.float32)
+        if not np.isfinite(obs).all():  # (finite observations, the rule, skip nan_to_num's copies)
+            obs = np.nan_to_num(obs, nan=0.0)
+        return np.minimum(np.maximum(obs, -1e6), 1e6).astype(np.float32)  # np.clip, without its wrapper
 
     # -- traces ---------------------------------------------------------------------------------------
     def _trace_stride(self, trace_dt_s: float) -> int:

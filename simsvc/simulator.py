@@ -137,6 +137,10 @@ class GridBatch:
         net = model.kcl_structure(system.n_bus, system.dg_bus, system.dg_params[:, DG_COL["l_c"]], system.line_from,
                                   system.line_to, system.line_l_h, system.load_bus)
         self.net = net._replace(sparse=int(solver == "sparse"))
+        self._n_q = system.dg_params[:, DG_COL["n_q"]].copy()  # droop gains, read at every measurement
+        self._m_p = system.dg_params[:, DG_COL["m_p"]].copy()
+        self._load_pos = net.pos[system.load_bus]  # elimination position of each load's bus
+        self._loads_share_bus = len(np.unique(self._load_pos)) < len(self._load_pos)
 
         self.x = np.zeros((n_envs, self.nx))
         self.t_s = np.zeros(n_envs)
@@ -176,7 +180,10 @@ class GridBatch:
             return
         net = self.net
         val = np.repeat(net.base[None], self._load_l[rows].shape[0], axis=0)
-        np.add.at(val, (slice(None), net.pos[sysm.load_bus]), 1.0 / self._load_l[rows])
+        if self._loads_share_bus:  # several loads on one bus: their admittances add up in one entry
+            np.add.at(val, (slice(None), self._load_pos), 1.0 / self._load_l[rows])
+        else:  # the same sums, without add.at's per-element dispatch (this runs every control step)
+            val[:, self._load_pos] += 1.0 / self._load_l[rows]
         model.ldl_factor(val, sysm.n_bus, net.upd_ptr, net.upd_t, net.upd_a, net.upd_b, net.colptr)
         self._ldl[rows] = val
 
@@ -218,7 +225,8 @@ class GridBatch:
             ok[envs] = self.ok[envs]
         k = self.substeps()
         after = ok.copy()
-        for kk in np.unique(k[ok]).tolist():
+        low, high = int(k.min()), int(k.max())
+        for kk in ([low] if low == high else np.unique(k[ok]).tolist()):  # (one count, the rule: no np.unique)
             group = ok & (k == kk)  # in/out: the kernel clears the ones that diverge
             moving = group.copy()
             if kk not in self._flows:
@@ -247,13 +255,16 @@ class GridBatch:
         dg = self.x[:, : self.o_line].reshape(self.n_envs, s.n_dg, ns)
         delta, p, q = dg[..., 0], dg[..., 1], dg[..., 2]
         io_DQ = dg[..., ns - 2:ns].copy()
+        i_D, i_Q = io_DQ[..., 0], io_DQ[..., 1]
         c, sn = np.cos(delta), np.sin(delta)
-        io_dq = np.stack([c * io_DQ[..., 0] + sn * io_DQ[..., 1], -sn * io_DQ[..., 0] + c * io_DQ[..., 1]], axis=-1)
+        io_dq = np.empty_like(io_DQ)
+        io_dq[..., 0] = c * i_D + sn * i_Q
+        io_dq[..., 1] = -sn * i_D + c * i_Q
         if self.model == model.FULL:
             v_pu = np.hypot(dg[..., 9], dg[..., 10]) / s.v_nom_v
         else:
-            v_pu = (self.vn_v - s.dg_params[:, DG_COL["n_q"]] * q) / s.v_nom_v
-        omega = self.x[:, self.o_w:] - s.dg_params[:, DG_COL["m_p"]] * p
+            v_pu = (self.vn_v - self._n_q * q) / s.v_nom_v
+        omega = self.x[:, self.o_w:] - self._m_p * p
         model.bus_voltages(self.x, self.model, s.dg_params, s.dg_bus, self.vn_v, s.line_from, s.line_to,
                            s.line_r_ohm, s.line_l_h, s.load_bus, self._load_r, self._load_l, self._minv,
                            self._ldl, self.net, s.omega_nom, self._vb)
