@@ -124,11 +124,13 @@ class RolloutCollector:
             done = np.asarray(done, dtype=bool)
             rewards.append(np.asarray(reward, dtype=np.float32))
             dones.append(done)
-            violations += int(np.sum(info["violations"]))
-            diverged += int(np.sum(info["diverged"]))
-            finished.extend(np.asarray(info["episode_return"])[done].tolist())
-            self.episodes_done += done
-            if self._deferred and done.any() and (t < n - 1 or not done.all()):
+            violations += int(np.asarray(info["violations"]).sum())
+            diverged += int(np.asarray(info["diverged"]).sum())
+            any_done = bool(done.any())
+            if any_done:
+                finished.extend(np.asarray(info["episode_return"])[done].tolist())
+                self.episodes_done += done
+            if self._deferred and any_done and (t < n - 1 or not done.all()):
                 next_obs = env.finish_resets()  # acting on now: the new episodes' first observations
             self._obs = np.ascontiguousarray(next_obs, dtype=np.float32)
             self._links = self._env_links()

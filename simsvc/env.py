@@ -39,6 +39,7 @@ LOAD_FACTOR_CLIP = (0.5, 1.5)
 NOISE_STREAM = 1  # spawn key of the measurement-noise generator, apart from the load generator of a seed
 FAULT_STREAM = 2  # spawn key of the generator that picks the DGs whose sensors fail in an episode
 FAULT_FILL = 0.0  # what a failed sensor's DG observes in every normalised channel (docs/scenarios.md)
+MEASUREMENT_FIELDS = tuple(f.name for f in dataclasses.fields(Measurements))
 
 
 class VecMicrogridEnv:
@@ -93,6 +94,7 @@ class VecMicrogridEnv:
         self._share_mix = neighbour_mean_matrix(self.adjacency) if sc.sharing_weight > 0 else None
         self.loadbus_assign = loadbus_assignment(s, sc.loadbus_nearest) if sc.loadbus_weight > 0 else None
         self._all_envs = np.arange(num_envs)
+        self._choices = setpoint_choices(s)  # the discrete actions' set-points (V)
         self._rl = np.ones((num_envs, 2, s.n_load))  # the R and L factor of every load, now
         self.measured_load_factors = self._rl.copy()  # ... and at the latest measurement (before a walk or step)
         self._step_at = np.full(num_envs, -1, dtype=np.int64)  # control step a load step acts from (-1: none)
@@ -260,7 +262,7 @@ class VecMicrogridEnv:
         if self.action_mode == "discrete":
             if (not integral and np.any(a != np.round(a))) or a.min() < 0 or a.max() >= self.n_actions:
                 raise ValueError(f"discrete actions must be integers in 0..{self.n_actions - 1}, got {a.tolist()}")
-            return setpoint_choices(s)[a.astype(np.int64)]
+            return self._choices[a.astype(np.int64)]
         if np.any(a < -1.0) or np.any(a > 1.0):
             raise ValueError(f"continuous actions must lie in [-1, 1], got {a.tolist()}")
         return s.setpoint_min_v + (a.astype(np.float64) + 1.0) * 0.5 * (s.setpoint_max_v - s.setpoint_min_v)
@@ -271,7 +273,7 @@ class VecMicrogridEnv:
         vn_cmd = self.actions_to_setpoints(actions)
         beta = self.smoothing_beta
         vn = beta * self.grid.vn_v + (1.0 - beta) * vn_cmd if beta > 0.0 else vn_cmd
-        return self.step_setpoints(vn)
+        return self._hold(vn)  # set-points of valid actions are valid
 
     def step_setpoints(self, vn_v: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Hold the given set-points (V, [E, N]) for one control step: the entry point of controllers."""
@@ -279,14 +281,18 @@ class VecMicrogridEnv:
         vn_v = np.asarray(vn_v, dtype=np.float64)
         if vn_v.shape != (self.n_envs, self.n_agents) or not np.all(np.isfinite(vn_v)) or np.any(vn_v <= 0):
             raise ValueError(f"set-points must be finite positive volts of shape ({self.n_envs}, {self.n_agents})")
+        return self._hold(vn_v)
+
+    def _hold(self, vn_v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """`step_setpoints` after its checks: vn_v is a finite positive float64 [E, N]."""
         grid = self.grid
         grid.vn_v[:] = vn_v
         ok_before = grid.ok.copy()
-        self._run(self._control_steps, np.arange(self.n_envs))
+        self._run(self._control_steps, self._all_envs)
         diverged = ok_before & ~grid.ok
         meas = self.grid.measure()
         obs = self._observed(meas)
-        self._draw_links(np.arange(self.n_envs))
+        self._draw_links(self._all_envs)
         rewards, extra = self._reward(meas)
         rewards[diverged] = DIVERGED_REWARD
         rewards = np.where(np.isfinite(rewards), rewards, DIVERGED_REWARD)
@@ -391,8 +397,8 @@ class VecMicrogridEnv:
         if self._measured is None or envs is None:
             self._measured = _copy_measurements(meas)  # info of the step shares meas's arrays: keep them apart
         else:
-            for f in dataclasses.fields(Measurements):
-                getattr(self._measured, f.name)[rows] = getattr(meas, f.name)[rows]
+            for name in MEASUREMENT_FIELDS:
+                getattr(self._measured, name)[rows] = getattr(meas, name)[rows]
         return obs
 
     def _faulted(self, obs: np.ndarray, meas: Measurements, rows: np.ndarray) -> tuple[np.ndarray, Measurements]:
@@ -519,7 +525,7 @@ def fault_set(seed: int, n_dg: int, n_faults: int) -> np.ndarray:
 
 
 def _copy_measurements(meas: Measurements) -> Measurements:
-    return Measurements(**{f.name: getattr(meas, f.name).copy() for f in dataclasses.fields(Measurements)})
+    return Measurements(**{name: getattr(meas, name).copy() for name in MEASUREMENT_FIELDS})
 
 
 def apply_load_factors(grid: GridBatch, factors: np.ndarray, envs: np.ndarray | None = None) -> None:

@@ -218,27 +218,36 @@ class GridBatch:
 
         Only the environments in `envs` (all by default) move; a diverged one (ok False) stays where it is.
         """
-        s = self.system
         ok = self.ok.copy()
         if envs is not None:
             ok[:] = False
             ok[envs] = self.ok[envs]
         k = self.substeps()
-        after = ok.copy()
         low, high = int(k.min()), int(k.max())
-        for kk in ([low] if low == high else np.unique(k[ok]).tolist()):  # (one count, the rule: no np.unique)
-            group = ok & (k == kk)  # in/out: the kernel clears the ones that diverge
-            moving = group.copy()
-            if kk not in self._flows:
-                self._flows[kk] = frequency_flow(s, 0.5 * self.dt_s / kk, self.flow_mode)
-            model.advance(self.x, self.t_s, int(n_steps) * kk, self.dt_s / kk, self.model, s.dg_params, s.dg_bus,
-                          self.vn_v, s.line_from, s.line_to, s.line_r_ohm, s.line_l_h, s.load_bus, self._load_r,
-                          self._load_l, self._minv, self._ldl, self.net, s.omega_nom, self._flows[kk],
-                          s.sec_f_t_on_s, group)
-            after[moving] = group[moving]
+        if low == high:  # one sub-step count (the rule): the kernel's in/out mask is the moving envs' new ok
+            self._integrate(n_steps, low, ok)
+            after = ok
+        else:
+            after = ok.copy()
+            for kk in np.unique(k[ok]).tolist():
+                group = ok & (k == kk)
+                moving = group.copy()
+                self._integrate(n_steps, kk, group)
+                after[moving] = group[moving]
         moved = slice(None) if envs is None else envs
         self.ok[moved] = after[moved]
         self.t_s[moved] += n_steps * self.dt_s
+
+    def _integrate(self, n_steps: int, k: int, group: np.ndarray) -> None:
+        """n_steps steps of dt_s, each as k RK4 steps, for the envs where group [E] is True; the kernel clears
+        group where an env diverges."""
+        s = self.system
+        if k not in self._flows:
+            self._flows[k] = frequency_flow(s, 0.5 * self.dt_s / k, self.flow_mode)
+        model.advance(self.x, self.t_s, int(n_steps) * k, self.dt_s / k, self.model, s.dg_params, s.dg_bus,
+                      self.vn_v, s.line_from, s.line_to, s.line_r_ohm, s.line_l_h, s.load_bus, self._load_r,
+                      self._load_l, self._minv, self._ldl, self.net, s.omega_nom, self._flows[k], s.sec_f_t_on_s,
+                      group)
 
     def steps_for(self, duration_s: float) -> int:
         """Number of integration steps in a duration (s); it must be a whole number of steps."""
@@ -270,7 +279,7 @@ class GridBatch:
                            self._ldl, self.net, s.omega_nom, self._vb)
         return Measurements(v_pu=v_pu, f_hz=omega / (2.0 * np.pi), p_w=p.copy(), q_var=q.copy(),
                             delta_rad=delta.copy(), io_dq_a=io_dq, io_DQ_a=io_DQ,
-                            vb_DQ_v=self._vb[:, s.dg_bus, :].copy())
+                            vb_DQ_v=self._vb[:, s.dg_bus, :])  # (fancy indexing copies)
 
     def bus_voltages_dq(self) -> np.ndarray:
         """Every bus's voltage in the common frame, [E, n_bus, 2] (V), at the current state."""
