@@ -70,7 +70,7 @@ def test_the_kernel_unroll_is_torchs_unroll_to_float_rounding(algorithm, shared,
     window = _window(model, lossy=lossy)
     assert model.window_messages is not None
     model.window_kernel = True
-    assert model._kernel_applies(window[0])
+    assert model._kernel_applies(window[0], window[2])
     ref, got = _run(model, window, kernel=False), _run(model, window, kernel=True)
     for a, b in zip(ref[:2], got[:2], strict=True):
         torch.testing.assert_close(b, a, rtol=0, atol=2e-5)
@@ -88,7 +88,7 @@ def test_networks_with_additive_messages_unroll_in_torch(algorithm) -> None:
     model = _model(algorithm)
     window = _window(model)
     model.window_kernel = True
-    assert model.window_messages is None and not model._kernel_applies(window[0])
+    assert model.window_messages is None and not model._kernel_applies(window[0], window[2])
     ref, got = _run(model, window, kernel=False), _run(model, window, kernel=True)
     torch.testing.assert_close(got[0], ref[0], rtol=0, atol=0)
     for name, a in ref[3].items():
@@ -99,7 +99,19 @@ def test_the_kernel_is_skipped_for_float64_models() -> None:
     model = _model("powernet").double()
     obs, starts, state, links = _window(model)
     model.window_kernel = True
-    assert not model._kernel_applies(obs.double())
+    assert not model._kernel_applies(obs.double(), state)
+
+
+def test_a_start_state_that_needs_a_gradient_gets_it_from_torchs_unroll() -> None:
+    model = _model("powernet")
+    obs, starts, state, links = _window(model)
+    model.window_kernel = True
+    h0 = state.h.clone().requires_grad_(True)
+    state = type(state)(h0, state.c, state.fp)
+    assert not model._kernel_applies(obs, state)
+    logits, _, _ = model.unroll(obs, starts, state, links)
+    (grad,) = torch.autograd.grad(logits[1].sum(), h0)
+    assert grad[2].abs().max() > 0.0  # env 2 starts no episode before step 6: its h0 reaches step 1
 
 
 @pytest.mark.parametrize("algorithm", ["powernet", "ia2c"])

@@ -165,7 +165,7 @@ class GraphActorCritic(nn.Module):
         Only what depends on the previous state runs step by step: the observation encoder, its share of
         the LSTM gates and the heads run once on the window, and each step is one matmul per layer on
         agent-major tensors (see `StepLinear`)."""
-        if self._kernel_applies(obs):
+        if self._kernel_applies(obs, state):
             return self._kernel_unroll(obs, starts, state, links)
         steps, batch = starts.shape
         features = self.encode_obs(self._with_id(obs), links)  # [T, B, N, X]
@@ -205,16 +205,20 @@ class GraphActorCritic(nn.Module):
         differentiating a one-step window of zeros, so that it is not paid inside the first timed update.
         Parameters, gradients (left None) and random streams are untouched; a no-op where torch unrolls."""
         obs = torch.zeros(1, 1, self.n_agents, self.obs_dim, device=self.hop_distance.device)
-        if not self._kernel_applies(obs):
+        state = self.initial_state(1)
+        if not self._kernel_applies(obs, state):
             return
-        logits, _, _ = self.unroll(obs, torch.ones(1, 1, dtype=torch.bool), self.initial_state(1))
+        logits, _, _ = self.unroll(obs, torch.ones(1, 1, dtype=torch.bool), state)
         logits.sum().backward()
         for param in self.parameters():
             param.grad = None
 
-    def _kernel_applies(self, obs: torch.Tensor) -> bool:
+    def _kernel_applies(self, obs: torch.Tensor, state: AgentState) -> bool:
+        """The kernel unrolls where it is asked to and can: a covered network, on CPU, in float32, from a start
+        state that needs no gradient (the learner's is detached; the kernel passes none back to it)."""
         return (self.window_kernel and self.window_messages is not None and obs.device.type == "cpu"
-                and obs.dtype == torch.float32 and self.lstm.weight.dtype == torch.float32)
+                and obs.dtype == torch.float32 and self.lstm.weight.dtype == torch.float32
+                and not (state.h.requires_grad or state.c.requires_grad))
 
     def _kernel_unroll(self, obs: torch.Tensor, starts: torch.Tensor, state: AgentState,
                        links: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, AgentState]:
