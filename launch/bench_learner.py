@@ -135,10 +135,10 @@ def _anchor(adjacency: np.ndarray, obs_dim: int, n_actions: int, hidden: int, re
 
 
 def _measure(alg: str, graph: dict[str, Any], device: torch.device, env_counts: list[int], repeats: int,
-             rng: np.random.Generator) -> list[dict[str, Any]]:
+             rng: np.random.Generator, unroll: str = "kernel") -> list[dict[str, Any]]:
     torch.manual_seed(0)
     model_cfg = ModelConfig(algorithm=alg)
-    train_cfg = TrainConfig(device=device.type)
+    train_cfg = TrainConfig(device=device.type, unroll=unroll)
     model = build_model(model_cfg, graph["adjacency"], graph["obs_dim"], graph["n_actions"]).to(device)
     model.window_kernel = train_cfg.unroll == "kernel"
     opt = make_optimizer(model, train_cfg)
@@ -166,8 +166,8 @@ def _measure(alg: str, graph: dict[str, Any], device: torch.device, env_counts: 
     return rows
 
 
-def run_bench(systems: list[str], algorithms: str, env_counts: list[int], repeats: int, threads: int
-              ) -> dict[str, Any]:
+def run_bench(systems: list[str], algorithms: str, env_counts: list[int], repeats: int, threads: int,
+              unroll: str = "kernel") -> dict[str, Any]:
     """Time every (algorithm, system, device, envs) cell plus the per-agent-loop anchor; return JSON-able."""
     algs = list(ALGORITHMS) if algorithms == "all" else [a.strip() for a in algorithms.split(",")]
     for alg in algs:
@@ -187,7 +187,7 @@ def run_bench(systems: list[str], algorithms: str, env_counts: list[int], repeat
         anchors[system] = _anchor(graph["adjacency"], spec.obs_dim, spec.n_actions, 64, repeats, rng)
         for device in devices:
             for alg in algs:
-                rows.extend(_measure(alg, graph, device, env_counts, repeats, rng))
+                rows.extend(_measure(alg, graph, device, env_counts, repeats, rng, unroll))
         for device in devices:
             cells = [r for r in rows if r["system"] == system and r["device"] == device.type]
             one = {r["algorithm"]: r["update_ms"] for r in cells if r["envs"] == env_counts[0]}
@@ -202,5 +202,5 @@ def run_bench(systems: list[str], algorithms: str, env_counts: list[int], repeat
     return {"machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": threads,
                         "processor": platform.processor() or platform.machine(),
                         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
-            "window_steps": WINDOW, "env_counts": env_counts, "anchor": anchors, "results": rows,
+            "window_steps": WINDOW, "env_counts": env_counts, "unroll": unroll, "anchor": anchors, "results": rows,
             "summary": summary}

@@ -119,8 +119,11 @@ def evaluate(run_dir: str, episodes: int, seed: int, checkpoint: str, scenario: 
 @grid_options("runs/bench-learner.json", "batch sizes (envs per update) to time")
 @click.option("--repeats", type=int, default=5, show_default=True, help="timed updates per measurement")
 @click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads")
+@click.option("--unroll", type=click.Choice(["kernel", "torch"]), default="kernel", show_default=True,
+              help="train.unroll: the compiled window kernel (where the network has one) or torch's loop")
 @exit_on_user_error
-def bench_learner(out_path: str, systems: str, algorithms: str, envs: str, repeats: int, threads: int) -> None:
+def bench_learner(out_path: str, systems: str, algorithms: str, envs: str, repeats: int, threads: int,
+                  unroll: str) -> None:
     """Updates/s and agent-steps/s learned per algorithm and system, against the per-agent-loop style."""
     from launch.bench_learner import run_bench
 
@@ -128,7 +131,7 @@ def bench_learner(out_path: str, systems: str, algorithms: str, envs: str, repea
         env_counts = [int(x) for x in envs.split(",")]
     except ValueError as exc:
         raise InputError(f"--envs: expected comma-separated integers, got {envs!r}") from exc
-    result = run_bench(systems.split(","), algorithms, env_counts, repeats, threads)
+    result = run_bench(systems.split(","), algorithms, env_counts, repeats, threads, unroll)
     path = Path(out_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")

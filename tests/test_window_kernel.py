@@ -155,3 +155,13 @@ def test_train_unroll_is_read_and_checked(tmp_path) -> None:
         cfg = load_config("configs/powernet.toml", [f'train.unroll="{unroll}"'])
         _, model = prepare_run(cfg, tmp_path / unroll, resume=False)
         assert model.window_kernel is (unroll == "kernel")
+
+
+def test_bench_learner_times_either_unroll() -> None:
+    from launch.bench_learner import run_bench
+
+    for unroll in ("kernel", "torch"):
+        report = run_bench(["microgrid-6"], "powernet,commnet", [1], repeats=1, threads=1, unroll=unroll)
+        assert report["unroll"] == unroll
+        assert {(r["algorithm"], r["envs"]) for r in report["results"]} == {("powernet", 1), ("commnet", 1)}
+        assert all(r["update_ms"] > 0 for r in report["results"])
