@@ -165,11 +165,8 @@ class GraphActorCritic(nn.Module):
         Only what depends on the previous state runs step by step: the observation encoder, its share of
         the LSTM gates and the heads run once on the window, and each step is one matmul per layer on
         agent-major tensors (see `StepLinear`)."""
-        if self._kernel_applies(obs, state):
-            return self._kernel_unroll(obs, starts, state, links)
         steps, batch = starts.shape
         features = self.encode_obs(self._with_id(obs), links)  # [T, B, N, X]
-        link_steps = [None] * steps if links is None else links.transpose(1, 2).unbind(0)  # T x [N, B, D]
         weight, bias = self.lstm.weight, self.lstm.bias
         if self.additive_messages:  # x W + m W would cost a second matmul: add x to the messages per step
             x_steps = features.transpose(1, 2).contiguous().unbind(0)  # T x [N, B, X]
@@ -177,7 +174,10 @@ class GraphActorCritic(nn.Module):
         else:  # the observation's share of the gates, for the whole window at once
             x_rows = features.shape[-1]
             gates_x = agent_matmul(features, weight[:, :x_rows], bias).transpose(1, 2).contiguous()
+            if self._kernel_applies(obs, state):  # the steps compiled (docs/algorithms.md#window-kernel)
+                return self._heads(*self._kernel_steps(gates_x, x_rows, starts, state, links))
             gates = StepLinear(weight[:, x_rows:], gates_x)  # gates_x: [T, N, B, 4H]
+        link_steps = [None] * steps if links is None else links.transpose(1, 2).unbind(0)  # T x [N, B, D]
         layers = self.message_layers(steps, batch)
         h, c, fp = (s.transpose(0, 1) for s in state)
         any_start = starts.any(dim=1).tolist()  # one host sync per window, not one per step
@@ -194,7 +194,13 @@ class GraphActorCritic(nn.Module):
                 with torch.no_grad():
                     fp = F.softmax(self.actor.agent_major(h), dim=-1)
             hs.append(h)
-        h_all = torch.stack(hs).transpose(1, 2)  # [T, B, N, H]
+        return self._heads(torch.stack(hs), h, c)
+
+    def _heads(self, h_steps: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, AgentState]:
+        """`unroll`'s outputs from every step's h, agent-major [T, N, B, H], and the last h, c [N, B, H]: the
+        logits [T, B, N, A], h [T, B, N, H] and the final state (its fp the last step's policy)."""
+        h_all = h_steps.transpose(1, 2)  # [T, B, N, H]
         logits = self.actor(h_all)
         final = AgentState(h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous(),
                            F.softmax(logits[-1], dim=-1).detach())
@@ -220,15 +226,13 @@ class GraphActorCritic(nn.Module):
                 and obs.dtype == torch.float32 and self.lstm.weight.dtype == torch.float32
                 and not (state.h.requires_grad or state.c.requires_grad))
 
-    def _kernel_unroll(self, obs: torch.Tensor, starts: torch.Tensor, state: AgentState,
-                       links: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, AgentState]:
-        """`unroll` with its step-by-step part in `WindowRecurrence` (same values to float32 rounding)."""
+    def _kernel_steps(self, gates_x: torch.Tensor, x_rows: int, starts: torch.Tensor, state: AgentState,
+                      links: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`unroll`'s step-by-step part through `WindowRecurrence` (the same values to float32 rounding), from the
+        observation's share of the gates gates_x [T, N, B, 4H]: every step's h [T, N, B, H] and the last h, c."""
         steps, batch = starts.shape
         n, nb = self.n_agents, self.neighbours
-        features = self.encode_obs(self._with_id(obs), links)  # [T, B, N, X]
-        weight, bias = self.lstm.weight, self.lstm.bias
-        x_rows = features.shape[-1]
-        gx = agent_matmul(features, weight[:, :x_rows], bias).transpose(1, 2).contiguous()  # [T, N, B, 4H]
+        weight = self.lstm.weight
         empty = weight.new_zeros(1, 0, 0)
         use_fp, use_msg = "fp" in self.window_messages, "msg" in self.window_messages
         fp_layer = self.fp_fc if use_fp else None
@@ -245,11 +249,7 @@ class GraphActorCritic(nn.Module):
                  "use_fp": use_fp, "use_msg": use_msg, "track_fp": self.uses_fingerprint, "row0": x_rows}
         from common.nets.window_kernel import WindowRecurrence  # Numba, only in processes that use it
 
-        h_all, c = WindowRecurrence.apply(
-            gx, weight, fp_layer.weight if use_fp else empty, fp_layer.bias if use_fp else empty[0],
+        h_steps, c = WindowRecurrence.apply(
+            gates_x, weight, fp_layer.weight if use_fp else empty, fp_layer.bias if use_fp else empty[0],
             msg_layer.weight if use_msg else empty, msg_layer.bias if use_msg else empty[0], graph)
-        h_all = h_all.transpose(1, 2)  # [T, B, N, H]
-        logits = self.actor(h_all)
-        final = AgentState(h_all[-1].contiguous(), c.transpose(0, 1).contiguous(),
-                           F.softmax(logits[-1], dim=-1).detach())
-        return logits, h_all, final
+        return h_steps, h_steps[-1], c

@@ -40,6 +40,18 @@ def agent_major_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     return torch.baddbmm(bias.unsqueeze(1), x, weight)
 
 
+def window_weight_grad(x: torch.Tensor, grad: torch.Tensor, rows: int) -> torch.Tensor:
+    """The gradient of a per-agent weight [rows, in, out] over a whole window, one batched matmul: the sum over
+    steps and envs of x^T grad for each agent, from its inputs x [T, N, B, in] and output gradients grad
+    [T, N, B, out]; with rows = 1 (a shared weight) summed over the agents too."""
+    if rows == 1:
+        xs, gs = x.reshape(1, -1, x.shape[-1]), grad.reshape(1, -1, grad.shape[-1])
+    else:
+        xs = x.transpose(0, 1).reshape(rows, -1, x.shape[-1])  # [N, T*B, in]
+        gs = grad.transpose(0, 1).reshape(rows, -1, grad.shape[-1])
+    return torch.bmm(xs.transpose(1, 2), gs)
+
+
 class _WindowWeightGrad(torch.autograd.Function):
     """Identity on `base` [T, N, B, out] (what each step adds to its matmul output). Its gradient is therefore
     every step's output gradient at once, and autograd runs this node only after all steps, so the weight
@@ -65,12 +77,7 @@ class _WindowWeightGrad(torch.autograd.Function):
             if ctx.slot_mask is not None:  # zero the padding slots, which the forward's weight ignored
                 n, d = ctx.slot_mask.shape[:2]
                 x = (x.view(*x.shape[:3], d, -1) * ctx.slot_mask.view(n, 1, d, 1)).view(x.shape)
-            if ctx.rows == 1:
-                xs, gs = x.reshape(1, -1, x.shape[-1]), grad.reshape(1, -1, grad.shape[-1])
-            else:
-                xs = x.transpose(0, 1).reshape(ctx.rows, -1, x.shape[-1])  # [N, T*B, in]
-                gs = grad.transpose(0, 1).reshape(ctx.rows, -1, grad.shape[-1])
-            dw = torch.bmm(xs.transpose(1, 2), gs)
+            dw = window_weight_grad(x, grad, ctx.rows)
         return dw, grad, None, None
 
 

@@ -31,6 +31,7 @@ import torch
 from numba import njit
 
 from common.fastexp import exp_f32
+from common.nets.layers import window_weight_grad
 
 _FAST = {"contract", "nsz"}  # fused multiply-add and signed-zero freedom; sums keep their order
 _REDUCE = {"contract", "nsz", "reassoc"}  # dot products: the sum may be reordered, so it vectorises
@@ -333,12 +334,7 @@ class WindowRecurrence(torch.autograd.Function):
         d_gates_t = torch.from_numpy(d_gates)
 
         def weight_grad(x: np.ndarray, d: torch.Tensor) -> torch.Tensor:
-            """sum over steps and envs of x^T d per agent ([R, in, out]; one row when shared)."""
-            xs = torch.from_numpy(x).transpose(0, 1).reshape(n_agents, -1, x.shape[3])
-            ds = d.transpose(0, 1).reshape(n_agents, -1, d.shape[3])
-            if rows == 1:
-                xs, ds = xs.reshape(1, -1, xs.shape[2]), ds.reshape(1, -1, ds.shape[2])
-            return torch.bmm(xs.transpose(1, 2), ds)
+            return window_weight_grad(torch.from_numpy(x), d, rows)
 
         def bias_grad(d: torch.Tensor) -> torch.Tensor:
             per_agent = d.sum(dim=(0, 2))  # [N, out]
