@@ -25,7 +25,8 @@ from common.errors import InputError
 from common.graph import hop_distances
 from simsvc.links import LinkLoss
 from simsvc.metrics import outside_band
-from simsvc.reward import DIVERGED_REWARD, loadbus_reward, neighbour_mean_matrix, sharing_error_pu, voltage_reward
+from simsvc.reward import DIVERGED_REWARD, neighbour_mean_matrix
+from simsvc.scenario_effects import apply_load_factors, fault_set, loadbus_assignment, scenario_rewards
 from simsvc.scenarios import Scenario, load_scenario
 from simsvc.simulator import GridBatch, Measurements, stack_trace
 from simsvc.systems import DG_COL, OBS_NAMES, System, load_system, setpoint_choices
@@ -37,7 +38,6 @@ LOAD_FACTOR_RANGE = (0.8, 1.2)  # the `classic` scenario's values (configs/scena
 LOAD_WALK_STEP = 0.05
 LOAD_FACTOR_CLIP = (0.5, 1.5)
 NOISE_STREAM = 1  # spawn key of the measurement-noise generator, apart from the load generator of a seed
-FAULT_STREAM = 2  # spawn key of the generator that picks the DGs whose sensors fail in an episode
 FAULT_FILL = 0.0  # what a failed sensor's DG observes in every normalised channel (docs/scenarios.md)
 MEASUREMENT_FIELDS = tuple(f.name for f in dataclasses.fields(Measurements))
 
@@ -491,72 +491,8 @@ class VecMicrogridEnv:
         return stack_trace(self._traces[env])
 
 
-def scenario_rewards(grid: GridBatch, meas: Measurements, scenario: Scenario, share_mix: np.ndarray | None,
-                     loadbus_assign: np.ndarray | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Raw per-agent rewards of the grid's current state (`meas` = grid.measure()): the voltage reward plus the
-    scenario's extra terms (docs/scenarios.md#rewards), and those terms' inputs for `info`. `share_mix`
-    (reward.neighbour_mean_matrix) and `loadbus_assign` (loadbus_assignment) are None when a term is off."""
-    s = grid.system
-    rewards = voltage_reward(meas.v_pu)
-    extra: dict[str, np.ndarray] = {}
-    if share_mix is not None:
-        extra["sharing_error_pu"] = sharing_error_pu(s.dg_params[:, DG_COL["n_q"]] * meas.q_var, share_mix, s.v_nom_v)
-        rewards = rewards - scenario.sharing_weight * extra["sharing_error_pu"]
-    if loadbus_assign is not None:
-        extra["v_load_pu"] = load_bus_voltages_pu(grid)
-        rewards = rewards + scenario.loadbus_weight * loadbus_reward(extra["v_load_pu"], loadbus_assign)
-    return rewards, extra
-
-
-def load_bus_voltages_pu(grid: GridBatch) -> np.ndarray:
-    """The voltage magnitude of every load's bus now, p.u. of V_nom, [E, n_load]."""
-    vb = grid.bus_voltages_dq()[:, grid.system.load_bus, :]
-    return np.hypot(vb[..., 0], vb[..., 1]) / grid.system.v_nom_v
-
-
-def fault_set(seed: int, n_dg: int, n_faults: int) -> np.ndarray:
-    """[n_dg] booleans: the DGs whose sensors fail in the episode of `seed`, n_faults of them drawn without
-    replacement from the seed's own fault stream (apart from the load and noise streams, so a seed's loads
-    and noise are those of the same scenario without faults)."""
-    rng = np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(FAULT_STREAM,)))
-    out = np.zeros(n_dg, dtype=np.bool_)
-    out[rng.choice(n_dg, size=n_faults, replace=False)] = True
-    return out
-
-
 def _copy_measurements(meas: Measurements) -> Measurements:
     return Measurements(**{name: getattr(meas, name).copy() for name in MEASUREMENT_FIELDS})
-
-
-def apply_load_factors(grid: GridBatch, factors: np.ndarray, envs: np.ndarray | None = None) -> None:
-    """Scale every load's R by factors[:, 0] and its L by factors[:, 1] ([E', 2, n_load], rows `envs`).
-
-    `GridBatch.set_load_factors` scales R and L by one factor; it is given the L factors (the KCL matrix
-    depends on L alone), and where R's factor differs (independent R and L) R is then set apart, so
-    `grid.load_factor` holds the L factors."""
-    factors = np.asarray(factors, dtype=np.float64)
-    grid.set_load_factors(factors[:, 1], envs)
-    if not np.array_equal(factors[:, 0], factors[:, 1]):
-        rows = slice(None) if envs is None else envs
-        grid._load_r[rows] = grid.system.load_r_ohm * factors[:, 0]
-
-
-def loadbus_assignment(system: System, nearest: int = 1) -> np.ndarray:
-    """[N, n_load] 0/1: load k counts for the `nearest` DGs electrically nearest to its bus, by the sum of
-    line impedance magnitudes |R + jωL| along the cheapest path (ties go to the lower DG number)."""
-    s = system
-    dist = np.full((s.n_bus, s.n_bus), np.inf)
-    np.fill_diagonal(dist, 0.0)
-    z = np.hypot(s.line_r_ohm, s.omega_nom * s.line_l_h)
-    for a, b, w in zip(s.line_from, s.line_to, z, strict=True):
-        dist[a, b] = dist[b, a] = min(dist[a, b], w)
-    for k in range(s.n_bus):  # Floyd-Warshall: a handful of buses
-        dist = np.minimum(dist, dist[:, k:k + 1] + dist[k:k + 1, :])
-    assign = np.zeros((s.n_dg, s.n_load))
-    for k, bus in enumerate(s.load_bus):
-        order = np.lexsort((np.arange(s.n_dg), dist[bus, s.dg_bus]))
-        assign[order[:min(nearest, s.n_dg)], k] = 1.0
-    return assign
 
 
 class MicrogridEnv:

@@ -22,11 +22,12 @@ from simsvc.controllers import (
     heard_from_neighbours,
     make_controller,
 )
-from simsvc.env import VecMicrogridEnv, apply_load_factors, scenario_rewards
+from simsvc.env import VecMicrogridEnv
 from simsvc.links import received_adjacency
 from simsvc.lookahead import coordinate_search
 from simsvc.metrics import episode_summary
 from simsvc.reward import DIVERGED_REWARD
+from simsvc.scenario_effects import apply_load_factors, scenario_rewards
 from simsvc.scenarios import Scenario
 from simsvc.systems import DG_COL, System, nearest_action, setpoint_choices
 

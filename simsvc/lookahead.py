@@ -1,7 +1,7 @@
 """Set-points tried on copies of a grid: the search behind the fitted baselines (one set-point for all DGs,
 one per DG) and behind the oracle (a centralised one-step look-ahead on the true state).
 
-Everything here is scored with the agents' own reward (`simsvc.env.voltage_reward`, summed over DGs), on
+Everything here is scored with the agents' own reward (`simsvc.reward.voltage_reward`, summed over DGs), on
 the discrete set-points the agents choose from. See docs/evaluation.md#baseline-controllers.
 """
 

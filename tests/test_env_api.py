@@ -8,7 +8,8 @@ import pytest
 
 from common.errors import InputError
 from common.graph import hop_distances
-from simsvc.env import OBS_DIM, MicrogridEnv, VecMicrogridEnv, voltage_reward
+from simsvc.env import OBS_DIM, MicrogridEnv, VecMicrogridEnv
+from simsvc.reward import voltage_reward
 
 T = 20  # control steps per episode of microgrid-6/20
 

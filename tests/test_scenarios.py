@@ -18,9 +18,10 @@ from common.errors import InputError
 from launch.cli import main
 from launch.run_bounds import run_bounds
 from simsvc.controllers import SHARING_GAIN_PER_S, make_controller
-from simsvc.env import MicrogridEnv, VecMicrogridEnv, loadbus_assignment
+from simsvc.env import MicrogridEnv, VecMicrogridEnv
 from simsvc.gap import LocalRule, information_gap
 from simsvc.reward import SHARING_CAP_PU, neighbour_mean_matrix, reward_bounds, sharing_error_pu, voltage_reward
+from simsvc.scenario_effects import loadbus_assignment
 from simsvc.scenarios import Scenario, available_scenarios, load_scenario, parse_scenario
 from simsvc.simulator import Measurements
 from simsvc.systems import DG_COL, load_system

@@ -12,8 +12,9 @@ import pytest
 from common.errors import InputError
 from simsvc import gap
 from simsvc.controllers import make_controller
-from simsvc.env import FAULT_FILL, FAULT_STREAM, MicrogridEnv, VecMicrogridEnv, fault_set
+from simsvc.env import FAULT_FILL, MicrogridEnv, VecMicrogridEnv
 from simsvc.gap import FAULT_GAINS, FAULT_OFFSETS_V, LocalRule
+from simsvc.scenario_effects import FAULT_STREAM, fault_set
 from simsvc.scenarios import load_scenario, parse_scenario
 from simsvc.simulator import Measurements
 from simsvc.systems import DG_COL, load_system, setpoint_choices

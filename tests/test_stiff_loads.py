@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simsvc.env import apply_load_factors
+from simsvc.scenario_effects import apply_load_factors
 from simsvc.simulator import STIFF_LOAD_STEP, GridBatch
 from simsvc.systems import load_system
 
